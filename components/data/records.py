@@ -1,0 +1,105 @@
+"""The canonical record: one row per (prompt, response), whatever format it came from.
+
+A prompt is a multi-turn transcript in the HH-RLHF shape (``Human: ...\\n\\nAssistant: ...``
+turns, ending with ``\\n\\nAssistant:``), so multi-turn prompts keep their turns and every
+model sees the same rendering. Provenance (file, line, annotator, time, policy tier) rides
+along so that any rule failure can name the source line it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+NEGATIVE = "negative"
+POSITIVE = "positive"
+LABELS = (NEGATIVE, POSITIVE)
+
+HUMAN = "Human"
+ASSISTANT = "Assistant"
+TURN_SEPARATOR = "\n\n"
+ROLE_NAMES = {"user": HUMAN, "human": HUMAN, "assistant": ASSISTANT, "gpt": ASSISTANT}
+
+COLUMNS = [
+    "id",
+    "prompt_id",
+    "pair_id",
+    "prompt",
+    "response",
+    "label",
+    "n_turns",
+    "source",
+    "source_file",
+    "source_line",
+    "annotator",
+    "annotated_at",
+    "policy_tier",
+    "split",
+]
+
+
+@dataclass(frozen=True)
+class Record:
+    prompt: str
+    response: str
+    label: str
+    source: str
+    source_file: str
+    source_line: int
+    pair_id: str | None = None
+    annotator: str = "unknown"
+    annotated_at: str = ""
+    policy_tier: str = "global"
+
+    @property
+    def prompt_id(self) -> str:
+        return content_id(self.prompt)
+
+    @property
+    def id(self) -> str:
+        """Stable across formats and re-ingestion: a hash of prompt and response only.
+
+        The label is left out on purpose, so the same text labelled twice is a duplicate.
+        """
+        return content_id(self.prompt, self.response)
+
+    @property
+    def n_turns(self) -> int:
+        return self.prompt.count(f"{HUMAN}:") + self.prompt.count(f"{ASSISTANT}:")
+
+    def row(self) -> dict:
+        return {**asdict(self), "id": self.id, "prompt_id": self.prompt_id, "n_turns": self.n_turns}
+
+
+def content_id(*parts: str) -> str:
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:20]
+
+
+def render_turns(turns: list[tuple[str, str]]) -> str:
+    """``[("user", "hi"), ("assistant", "hello"), ("user", "and?")]`` → transcript prompt."""
+    lines = [f"{ROLE_NAMES.get(role.lower(), role)}: {text.strip()}" for role, text in turns]
+    return TURN_SEPARATOR.join(lines + [f"{ASSISTANT}:"])
+
+
+def to_frame(records: list[Record]) -> pd.DataFrame:
+    """Records → DataFrame with the canonical columns (``split`` filled in later)."""
+    frame = pd.DataFrame([r.row() for r in records], columns=[c for c in COLUMNS if c != "split"])
+    frame["source_line"] = frame["source_line"].astype("int64")
+    frame["n_turns"] = frame["n_turns"].astype("int64")
+    return frame
+
+
+def pairs(frame: pd.DataFrame) -> pd.DataFrame:
+    """(prompt, chosen, rejected) rows for every pair_id that has exactly one of each label."""
+    paired = frame.dropna(subset=["pair_id"])
+    counts = paired.groupby(["pair_id", "label"]).size().unstack(fill_value=0)
+    complete = counts.index[(counts.get(POSITIVE, 0) == 1) & (counts.get(NEGATIVE, 0) == 1)]
+    paired = paired[paired["pair_id"].isin(complete)]
+    chosen = paired[paired["label"] == POSITIVE].set_index("pair_id")
+    rejected = paired[paired["label"] == NEGATIVE].set_index("pair_id")
+    joined = chosen[["prompt", "response"]].join(rejected[["response"]], rsuffix="_rejected")
+    joined = joined.rename(columns={"response": "chosen", "response_rejected": "rejected"})
+    return joined.reset_index().sort_values("pair_id").reset_index(drop=True)

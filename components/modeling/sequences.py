@@ -1,0 +1,133 @@
+"""Prompt/response token sequences and their summed response log-probabilities.
+
+Every objective and metric works on ``log π(y|x)`` summed over the response tokens only,
+so this is the one place that decides how a (prompt, response) becomes tokens: prompts
+keep their *last* tokens (the latest turns), responses their first, and a response ends in
+the end-of-sequence token only when it was not cut short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Encoded:
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+
+@dataclass
+class SequenceBatch:
+    """Right-padded ``[N, T]`` tensors; ``response_mask`` marks tokens whose log-prob counts."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+
+
+def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"][-max_prompt_tokens:]
+
+
+def encode_response(tokenizer, response: str, max_response_tokens: int) -> list[int]:
+    ids = tokenizer(" " + response.strip(), add_special_tokens=False)["input_ids"]
+    if len(ids) < max_response_tokens:
+        return ids + [tokenizer.eos_token_id]
+    return ids[:max_response_tokens]
+
+
+def encode(tokenizer, prompt: str, response: str, max_prompt_tokens: int, max_response_tokens: int) -> Encoded:
+    return Encoded(
+        encode_prompt(tokenizer, prompt, max_prompt_tokens),
+        encode_response(tokenizer, response, max_response_tokens),
+    )
+
+
+def collate(sequences: list[Encoded], pad_id: int) -> SequenceBatch:
+    length = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    response_mask = torch.zeros((len(sequences), length), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        n_prompt, n_total = len(seq.prompt_ids), len(seq.prompt_ids) + len(seq.response_ids)
+        input_ids[row, :n_total] = torch.tensor(seq.prompt_ids + seq.response_ids)
+        attention_mask[row, :n_total] = 1
+        response_mask[row, n_prompt:n_total] = True
+    return SequenceBatch(input_ids, attention_mask, response_mask)
+
+
+def token_logps(model, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of each next token ``[N, T-1]`` and the matching response mask."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    targets = batch.input_ids[:, 1:]
+    logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return logps, batch.response_mask[:, 1:]
+
+
+def sequence_logps(model, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ response-token log-probs [N], number of response tokens [N])``."""
+    logps, mask = token_logps(model, batch)
+    return (logps * mask).sum(-1), mask.sum(-1)
+
+
+@torch.inference_mode()
+def score(model, sequences: list[Encoded], pad_id: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs of many sequences, without gradients (for references and metrics)."""
+    sums, counts = [], []
+    for start in range(0, len(sequences), batch_size):
+        total, n = sequence_logps(model, collate(sequences[start : start + batch_size], pad_id))
+        sums.append(total)
+        counts.append(n)
+    if not sums:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(sums), torch.cat(counts)
+
+
+@torch.inference_mode()
+def sample_responses(
+    model,
+    prompts: list[list[int]],
+    k: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+) -> list[list[list[int]]]:
+    """``k`` sampled responses per prompt, as token ids cut after the first end-of-sequence.
+
+    Batched, left-padded generation with the KV cache; ``batch_size`` counts prompts.
+    """
+    results: list[list[list[int]]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        width = max(len(p) for p in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(chunk):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=k,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
+        )[:, width:]
+        for row in range(len(chunk)):
+            results.append([_cut_after_eos(generated[row * k + j].tolist(), eos_id) for j in range(k)])
+    return results
+
+
+def _cut_after_eos(ids: list[int], eos_id: int) -> list[int]:
+    return ids[: ids.index(eos_id) + 1] if eos_id in ids else ids

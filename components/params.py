@@ -1,0 +1,214 @@
+"""Typed view of ``params.yaml``: one place that knows every setting and its type.
+
+Unknown or mistyped keys fail loudly with the key's dotted path, so a typo in
+``params.yaml`` never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` does not match the schema below."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    dev_fraction: float = 0.05
+    test_fraction: float = 0.1
+    policy_tier: str = "global"
+
+
+@dataclass(frozen=True)
+class ValidationParams:
+    min_rows: int = 50
+    max_prompt_chars: int = 20000
+    max_response_chars: int = 8000
+
+
+@dataclass(frozen=True)
+class TinyModelParams:
+    n_layer: int = 4
+    n_embd: int = 192
+    n_head: int = 4
+
+
+@dataclass(frozen=True)
+class SftParams:
+    steps: int = 240
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    warmup_steps: int = 20
+
+
+@dataclass(frozen=True)
+class ReferenceParams:
+    model: str = "tiny"
+    trust_remote_code: bool = False
+    dtype: str = "float32"
+    vocab_size: int = 4096
+    tiny: TinyModelParams = field(default_factory=TinyModelParams)
+    sft: SftParams = field(default_factory=SftParams)
+
+
+@dataclass(frozen=True)
+class SequenceParams:
+    max_prompt_tokens: int = 96
+    max_response_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class ForgetParams:
+    op: str = "reset_top"
+    blocks: int = 1
+
+
+@dataclass(frozen=True)
+class AnchorParams:
+    k: int = 4
+    mode: str = "offline"
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class RelearnParams:
+    objective: str = "d2o"
+    alpha: float = 0.1
+    beta: float = 0.1
+    steps: int = 40
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+    max_prompts: int = 256
+
+
+@dataclass(frozen=True)
+class CycleGateParams:
+    max_pos_drop: float = 0.5
+
+
+@dataclass(frozen=True)
+class CyclesParams:
+    count: int = 2
+    forget: ForgetParams = field(default_factory=ForgetParams)
+    anchors: AnchorParams = field(default_factory=AnchorParams)
+    relearn: RelearnParams = field(default_factory=RelearnParams)
+    gate: CycleGateParams = field(default_factory=CycleGateParams)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    max_pairs: int = 150
+    kl_prompts: int = 32
+    max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class GateParams:
+    max_neg_logp_delta: float = 0.0
+    min_pref_accuracy: float = 0.5
+    max_pos_drop: float = 0.5
+    min_improvement: float = 0.0
+    pref_tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class RegistryParams:
+    experiment: str = "alignpipe"
+    model_name: str = "alignpipe-policy"
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    cron: str = "0 3 * * 1"
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    data: DataParams = field(default_factory=DataParams)
+    validation: ValidationParams = field(default_factory=ValidationParams)
+    reference: ReferenceParams = field(default_factory=ReferenceParams)
+    sequence: SequenceParams = field(default_factory=SequenceParams)
+    cycles: CyclesParams = field(default_factory=CyclesParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    gate: GateParams = field(default_factory=GateParams)
+    registry: RegistryParams = field(default_factory=RegistryParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys (``cycles.relearn.beta``) for MLflow params and model tags."""
+        return _flatten(self.to_dict())
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ParamsError(f"{where or 'params'}: unknown key(s) {unknown}; known: {sorted(known)}")
+    values = {}
+    for name, value in raw.items():
+        path = f"{where}.{name}" if where else name
+        values[name] = _coerce(hints[name], value, path)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = hint if isinstance(hint, type) else None
+    if isinstance(hint, types.UnionType):
+        expected = tuple(typing.get_args(hint))
+    if expected is not None and (not isinstance(value, expected) or (hint is not bool and isinstance(value, bool))):
+        raise ParamsError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read ``params.yaml``; ``overrides`` uses dotted keys (``{"cycles.count": 1}``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run alignpipe from the project folder, or pass --params)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return _build(Params, raw, "")
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None

@@ -1,0 +1,187 @@
+"""Registry actions: log a policy, register it as the challenger, promote, roll back.
+
+The Prefect flow and the CLI change the MLflow model registry only through these functions,
+so the aliases keep one meaning everywhere:
+
+- ``challenger``: the newest registered candidate, waiting for the evaluation gate;
+- ``champion``: the version that serves; every promotion is appended to the registered
+  model's ``champion_history`` tag (comma-separated versions, newest last), which is what
+  makes ``rollback`` possible.
+
+The tracking/registry URI comes from the environment (``MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+TEXT_GENERATOR_PATH = Path(__file__).with_name("text_generator.py")
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"
+REASON_TAG = "promoted_reason"
+# The smallest registry tag limit across MLflow's SQL backends (registered-model tags are
+# VARCHAR(5000)); sqlite does not enforce it, PostgreSQL/MySQL do.
+TAG_VALUE_LIMIT = 5000
+# What text_generator.py imports at load time, pinned to the versions that logged it.
+RUNTIME_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas")
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string")]),
+    outputs=Schema([ColSpec("string")]),
+    params=ParamSchema(
+        [
+            ParamSpec("max_new_tokens", "long", 48),
+            ParamSpec("temperature", "double", 0.0),
+            ParamSpec("seed", "long", 0),
+        ]
+    ),
+)
+
+
+class RegistryError(RuntimeError):
+    """A registry action that cannot be done; nothing was changed."""
+
+
+def pinned_requirements() -> list[str]:
+    """``pkg==version`` for the generator's runtime, read locally (MLflow's inference is slow)."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in RUNTIME_PACKAGES]
+
+
+def log_policy_model(model_dir: Path, name: str = "policy") -> str:
+    """Log a ``save_pretrained`` folder as a models-from-code pyfunc in the active run.
+
+    The weights go in as plain artifacts (safetensors) and the wrapper as source code, so
+    loading the model never unpickles anything. Returns the logged model's URI.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise RegistryError(f"{model_dir}: not a save_pretrained model folder (no config.json)")
+    if mlflow.active_run() is None:
+        raise RegistryError("log_policy_model needs an active MLflow run (mlflow.start_run())")
+    with warnings.catch_warnings():
+        # The signature is explicit; an input example would only add a model load + generate.
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(TEXT_GENERATOR_PATH),
+            artifacts={"model_dir": str(model_dir)},
+            signature=SIGNATURE,
+            pip_requirements=pinned_requirements(),
+        )
+    return info.model_uri
+
+
+def _tag_value(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= TAG_VALUE_LIMIT else text[: TAG_VALUE_LIMIT - 3] + "..."
+
+
+def register_candidate(model_uri: str, model_name: str, tags: dict[str, str], description: str) -> str:
+    """Register ``model_uri`` as a new version of ``model_name`` and point ``challenger`` at it.
+
+    Returns the new version. Tag values are stringified and truncated to the registry limit.
+    """
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, model_name).version
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, _tag_value(value))
+    if description:
+        client.update_model_version(model_name, version, description=description)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    return str(version)
+
+
+def _alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def champion(model_name: str) -> ModelVersion | None:
+    """The serving version, or None when the model or its ``champion`` alias does not exist."""
+    return _alias_version(MlflowClient(), model_name, CHAMPION)
+
+
+def _version_exists(client: MlflowClient, model_name: str, version: str) -> bool:
+    try:
+        client.get_model_version(model_name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return True
+
+
+def _history(client: MlflowClient, model_name: str) -> list[str]:
+    """Past and present champions, oldest first, ending at the current champion.
+
+    If the alias was moved outside these functions, the current champion is appended so that
+    a rollback returns to the version that was really serving before.
+    """
+    tags = client.get_registered_model(model_name).tags
+    history = [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+    current = _alias_version(client, model_name, CHAMPION)
+    if current is not None and (not history or history[-1] != str(current.version)):
+        history.append(str(current.version))
+    return history
+
+
+def _save_history(client: MlflowClient, model_name: str, history: list[str]) -> None:
+    while history and len(",".join(history)) > TAG_VALUE_LIMIT:
+        history = history[1:]  # forget the oldest champions first
+    client.set_registered_model_tag(model_name, HISTORY_TAG, ",".join(history))
+
+
+def promote(model_name: str, version: str, reason: str) -> None:
+    """Point ``champion`` at ``version``, record it in the history and tag the reason.
+
+    Raises RegistryError, changing nothing, if the model or version does not exist.
+    """
+    client = MlflowClient()
+    version = str(version)
+    if not _version_exists(client, model_name, version):
+        raise RegistryError(f"cannot promote {model_name!r} version {version!r}: no such model version")
+    history = _history(client, model_name)
+    if not history or history[-1] != version:
+        history.append(version)
+    client.set_model_version_tag(model_name, version, REASON_TAG, _tag_value(reason))
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    _save_history(client, model_name, history)
+
+
+def rollback(model_name: str) -> str:
+    """Point ``champion`` back at the previous champion and return that version.
+
+    Versions deleted since they served are skipped. Raises RegistryError, changing nothing,
+    when there is no previous champion to return to.
+    """
+    client = MlflowClient()
+    try:
+        history = _history(client, model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"cannot roll back {model_name!r}: no such registered model") from exc
+        raise
+    previous = history[:-1]
+    while previous and not _version_exists(client, model_name, previous[-1]):
+        previous.pop()
+    if not previous:
+        why = f"version {history[-1]} is its first champion" if history else "it has no champion"
+        raise RegistryError(f"cannot roll back {model_name!r}: no previous champion ({why})")
+    target = previous[-1]
+    client.set_registered_model_alias(model_name, CHAMPION, target)
+    _save_history(client, model_name, previous)
+    return target

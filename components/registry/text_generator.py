@@ -1,0 +1,81 @@
+"""An MLflow pyfunc that generates text with a ``save_pretrained`` causal LM.
+
+Logged as *models from code*: MLflow stores this file's source next to the model and runs it
+at load time, so nothing of ours is pickled (never unpickle untrusted files). The file is
+self-contained on purpose: it imports only mlflow, pandas, torch and transformers, never the
+``components`` package, so a registered model loads in any environment with those installed.
+
+The weights travel as the artifact ``model_dir`` (the ``save_pretrained`` folder, safetensors)
+and are loaded without remote code.
+"""
+
+import mlflow
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+DEFAULT_MAX_NEW_TOKENS = 48
+
+
+def _prompts(model_input) -> list[str]:
+    """Prompts from a list/array/Series of strings or a DataFrame ("prompt" column, else the first)."""
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] == 0:
+            return []
+        column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+        model_input = model_input[column]
+    if isinstance(model_input, str):
+        model_input = [model_input]
+    return [str(prompt) for prompt in list(model_input)]
+
+
+class TextGenerator(mlflow.pyfunc.PythonModel):
+    """Continues each prompt; returns only the newly generated text."""
+
+    def load_context(self, context):
+        model_dir = context.artifacts["model_dir"]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Batched generation appends to the right, so pad (and truncate long prompts) on the left.
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=False).eval()
+
+    # The hint is what MLflow hands over after enforcing the signature (a one-column string
+    # DataFrame); it also keeps MLflow from inferring a schema from the hint.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
+        params = params or {}
+        prompts = _prompts(model_input)
+        if not prompts:
+            return []
+        max_new_tokens = int(params.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+        temperature = float(params.get("temperature") or 0.0)
+        seed = params.get("seed")
+
+        # Leave room for the continuation within the model's context window.
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        max_length = max(1, limit - max_new_tokens) if limit else None
+        batch = self.tokenizer(
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+        )
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            output = self.model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **sampling,
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+mlflow.models.set_model(TextGenerator())

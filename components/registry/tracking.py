@@ -1,0 +1,61 @@
+"""Small MLflow tracking helpers shared by the flow, the CLI and the tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import mlflow
+
+from components.environment import state_dir
+
+
+def artifact_root() -> str:
+    """Where new experiments keep artifacts: absolute, under the state dir.
+
+    MLflow's default artifact root is relative to the working directory, so runs started from
+    different folders would scatter artifacts; an explicit location avoids that.
+    """
+    return (state_dir() / "mlartifacts").as_uri()
+
+
+def ensure_experiment(name: str) -> str:
+    """Create experiment ``name`` (artifacts under the state dir) if needed; make it active.
+
+    Returns the experiment id. An existing experiment keeps its artifact location.
+    """
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = client.create_experiment(name, artifact_location=artifact_root())
+    elif experiment.lifecycle_stage == "deleted":
+        raise mlflow.MlflowException(
+            f"experiment {name!r} is deleted; restore it (mlflow experiments restore) or pick another name"
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def finite_metrics(metrics: Mapping[str, object]) -> dict[str, float]:
+    """The entries that are real, finite numbers (MLflow rejects NaN/inf or logs them oddly)."""
+    finite = {}
+    for key, value in metrics.items():
+        if isinstance(value, (str, bytes)):
+            continue
+        try:
+            number = float(value)  # numbers, numpy scalars, 0-d tensors
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            finite[key] = number
+    return finite
+
+
+def log_finite_metrics(metrics: Mapping[str, object], step: int | None = None) -> dict[str, float]:
+    """Log the finite numeric entries of ``metrics`` to the active run; returns what was logged."""
+    finite = finite_metrics(metrics)
+    if finite:
+        mlflow.log_metrics(finite, step=step)
+    return finite

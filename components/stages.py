@@ -1,0 +1,150 @@
+"""The pipeline's stages as plain functions: files in, files and metrics out.
+
+``dvc.yaml`` runs each one through ``alignpipe stage NAME`` and the Prefect flow runs them
+through ``dvc repro``, so there is one code path whichever way the pipeline starts. Stages
+never touch the model registry: that belongs to the flow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import set_seed
+
+from components.data.dataset import assign_splits, read_dataset, write_dataset
+from components.data.readers import read_source
+from components.data.records import pairs, to_frame
+from components.evaluation.metrics import evaluate_policy
+from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
+from components.modeling.sequences import encode
+from components.modeling.tokenizer import train_bpe_tokenizer
+from components.params import Params
+from components.policy.data_card import render_data_card
+from components.training.cycles import run_cycles
+from components.training.sft import supervised_finetune
+from components.validation.suite import ValidationReport, raise_for_failures, validate_records
+
+ARTIFACTS = Path("artifacts")
+DATASET_DIR = ARTIFACTS / "dataset"
+REFERENCE_DIR = ARTIFACTS / "reference"
+POLICY_DIR = ARTIFACTS / "policy"
+CYCLES_FILE = ARTIFACTS / "cycles.json"
+METRICS_FILE = ARTIFACTS / "metrics.json"
+REFERENCE_POINTER = "reference.json"
+DATA_CARD = "data_card.md"
+VALIDATION_REPORT = "validation.json"
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_records(source: str | Path, params: Params) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read and validate a source; raises (naming file, line, rule) before anything is written."""
+    frame = assign_splits(to_frame(read_source(source, params.data.policy_tier)),
+                          params.data.dev_fraction, params.data.test_fraction)
+    report = validate_records(frame, params.validation)
+    raise_for_failures(report)
+    return frame, report
+
+
+def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DATASET_DIR) -> dict:
+    """Read, validate and write a content-hashed dataset version with its data card."""
+    source = Path(source or params.data.source)
+    frame, report = load_records(source, params)
+    manifest = write_dataset(frame, out_dir, source)
+    _write_json(out_dir / VALIDATION_REPORT, report.to_dict())
+    (out_dir / DATA_CARD).write_text(render_data_card(frame, manifest))
+    return manifest
+
+
+def reference_location(reference_dir: Path = REFERENCE_DIR) -> str:
+    """Where the reference model lives: the folder itself, or the external model it points to."""
+    pointer = reference_dir / REFERENCE_POINTER
+    if pointer.exists():
+        return json.loads(pointer.read_text())["model"]
+    return str(reference_dir)
+
+
+def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Path = REFERENCE_DIR) -> dict:
+    """The tiny default: tokenizer + GPT-2-shaped model trained by SFT on the train split.
+    A Hugging Face model: recorded by location, not copied (a 7B model stays where it is)."""
+    ref = params.reference
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if ref.model != "tiny":
+        tokenizer = load_tokenizer(ref.model, ref.trust_remote_code)
+        model = load_model(ref.model, ref.trust_remote_code, ref.dtype)
+        summary = {"model": ref.model, "parameters": sum(p.numel() for p in model.parameters()),
+                   "vocab_size": len(tokenizer)}
+        _write_json(out_dir / REFERENCE_POINTER, summary)
+        return summary
+    set_seed(params.seed)
+    frame, _ = read_dataset(dataset_dir)
+    train = frame[frame["split"] == "train"]
+    tokenizer = train_bpe_tokenizer((p + " " + r for p, r in zip(train["prompt"], train["response"])), ref.vocab_size)
+    seq = params.sequence
+    model = build_tiny_model(tokenizer, ref.tiny.n_layer, ref.tiny.n_embd, ref.tiny.n_head,
+                             n_positions=seq.max_prompt_tokens + seq.max_response_tokens)
+    sequences = [encode(tokenizer, p, r, seq.max_prompt_tokens, seq.max_response_tokens)
+                 for p, r in zip(train["prompt"], train["response"])]
+    metrics = supervised_finetune(model, tokenizer, sequences, ref.sft.steps, ref.sft.batch_size,
+                                  ref.sft.learning_rate, ref.sft.warmup_steps, params.seed)
+    save_model(model, tokenizer, out_dir)
+    summary = {**metrics, "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
+    _write_json(out_dir / "sft.json", summary)
+    return summary
+
+
+def load_reference(params: Params, reference_dir: Path = REFERENCE_DIR):
+    location = reference_location(reference_dir)
+    trust = params.reference.trust_remote_code
+    return load_model(location, trust, params.reference.dtype), load_tokenizer(location, trust)
+
+
+def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path = REFERENCE_DIR,
+           out_dir: Path = POLICY_DIR, cycles_file: Path = CYCLES_FILE) -> dict:
+    """Forget-and-relearn cycles from the reference; saves the final policy as safetensors."""
+    set_seed(params.seed)
+    frame, manifest = read_dataset(dataset_dir)
+    reference, tokenizer = load_reference(params, reference_dir)
+    train = frame[frame["split"] == "train"]
+    dev_pairs = pairs(frame[frame["split"] == "dev"])
+    policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params)
+    save_model(policy, tokenizer, out_dir)
+    summary = {
+        "accepted_cycles": sum(r.accepted for r in records),
+        "cycles": [r.as_dict() for r in records],
+        "dataset_version": manifest["version"],
+    }
+    _write_json(cycles_file, summary)
+    return summary
+
+
+def evaluate(params: Params, policy_location: str | Path, pairs_frame: pd.DataFrame,
+             reference_dir: Path = REFERENCE_DIR) -> dict:
+    """Held-out metrics of a policy (local directory) against the reference."""
+    set_seed(params.seed)
+    reference, tokenizer = load_reference(params, reference_dir)
+    policy = load_model(policy_location, params.reference.trust_remote_code, params.reference.dtype)
+    policy_tokenizer = load_tokenizer(policy_location, params.reference.trust_remote_code)
+    if policy_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise IncomparableModelError(f"{policy_location}: its tokenizer differs from the reference's; "
+                                     "log-prob deltas would compare different token sequences")
+    with torch.inference_mode():
+        return evaluate_policy(policy, reference, tokenizer, pairs_frame, params.sequence, params.evaluate, params.seed)
+
+
+class IncomparableModelError(ValueError):
+    """A model cannot be scored against this reference (another tokenizer)."""
+
+
+def evaluate_held_out(params: Params, dataset_dir: Path = DATASET_DIR, policy_dir: Path = POLICY_DIR,
+                      reference_dir: Path = REFERENCE_DIR, metrics_file: Path = METRICS_FILE) -> dict:
+    frame, manifest = read_dataset(dataset_dir)
+    metrics = evaluate(params, policy_dir, pairs(frame[frame["split"] == "test"]), reference_dir)
+    _write_json(metrics_file, metrics)
+    return metrics

@@ -1,0 +1,102 @@
+"""Iterative forget-and-relearn cycles, each behind a gate on development pairs.
+
+Cycle 1 relearns from the reference; every later cycle first applies the forgetting
+operation (train, then forget and train again: Zhou et al. 2022). A cycle is accepted
+only if it pushes dev negatives further down without losing more than the allowed
+log-prob on dev positives; otherwise the policy reverts to its state before the cycle.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from components.data.records import NEGATIVE
+from components.evaluation.metrics import logp_metrics, score_pairs
+from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
+from components.params import Params
+from components.training.anchors import AnchorSet, sample_anchors
+from components.training.forgetting import forget
+from components.training.relearn import RelearnExample, relearn
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    cycle: int
+    forget_op: str
+    accepted: bool
+    relearn_train_loss: float
+    dev_neg_logp_delta: float
+    dev_pos_logp_delta: float
+    dev_pref_accuracy: float
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int) -> pd.DataFrame:
+    negatives = train[train["label"] == NEGATIVE].sort_values("id")
+    if max_prompts and len(negatives) > max_prompts:
+        negatives = negatives.sample(n=max_prompts, random_state=seed)
+    if negatives.empty:
+        raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
+    return negatives
+
+
+def _examples(prompts: list[list[int]], negatives: list[Encoded], ref_neg: torch.Tensor,
+              anchors: AnchorSet | None) -> list[RelearnExample]:
+    if anchors is None:
+        return [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
+    return [
+        RelearnExample(n, float(r), tuple(Encoded(p, a) for a in group), tuple(float(x) for x in ref_anchor))
+        for p, n, r, group, ref_anchor in zip(prompts, negatives, ref_neg, anchors.responses, anchors.ref_logps)
+    ]
+
+
+def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFrame, params: Params,
+               log: Callable[[str], None] = print) -> tuple[torch.nn.Module, list[CycleRecord]]:
+    """Return the final policy (a trained copy of ``reference``) and one record per cycle."""
+    seq, cfg = params.sequence, params.cycles
+    policy = copy.deepcopy(reference)
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed)
+    prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in negatives["prompt"]]
+    negative_ids = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens))
+                    for p, r in zip(prompts, negatives["response"])]
+    ref_neg, _ = score(reference, negative_ids, tokenizer.pad_token_id)
+    ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
+    best = logp_metrics(ref_dev, ref_dev)
+    needs_anchors = cfg.relearn.objective == "d2o"
+    anchors: AnchorSet | None = None
+    records = []
+    for cycle in range(1, cfg.count + 1):
+        started = time.perf_counter()
+        cycle_seed = params.seed + cycle
+        snapshot = {name: tensor.clone() for name, tensor in policy.state_dict().items()}
+        if needs_anchors and (anchors is None or cfg.anchors.mode == "online"):
+            sampler = reference if cfg.anchors.mode == "offline" else policy
+            log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(prompts)} prompts ({cfg.anchors.mode})")
+            anchors = sample_anchors(sampler, reference, tokenizer, prompts, cfg.anchors, cycle_seed)
+        forget_op = "none" if cycle == 1 else cfg.forget.op
+        forget(policy, forget_op, cfg.forget.blocks, cycle_seed)
+        log(f"cycle {cycle}: forget={forget_op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
+        loss = relearn(policy, tokenizer, _examples(prompts, negative_ids, ref_neg, anchors), cfg.relearn, cycle_seed)
+        dev = logp_metrics(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev)
+        accepted = dev["neg_logp_delta"] < best["neg_logp_delta"] and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop
+        if accepted:
+            best = dev
+        else:
+            policy.load_state_dict(snapshot)
+        record = CycleRecord(cycle, forget_op, accepted, loss["relearn_train_loss"], dev["neg_logp_delta"],
+                             dev["pos_logp_delta"], dev["pref_accuracy"], round(time.perf_counter() - started, 2))
+        log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev neg_logp_delta "
+            f"{dev['neg_logp_delta']:.4f}, pos_logp_delta {dev['pos_logp_delta']:.4f})")
+        records.append(record)
+    return policy, records

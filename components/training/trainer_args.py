@@ -1,0 +1,34 @@
+"""One place that turns alignpipe's step-based settings into ``TrainingArguments``.
+
+The library (transformers/accelerate) then owns devices, mixed precision, gradient
+accumulation and multi-GPU launch; alignpipe saves models itself with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+from transformers import TrainingArguments
+
+
+def training_arguments(steps: int, batch_size: int, learning_rate: float, seed: int, warmup_steps: int = 0,
+                       dtype: str = "float32") -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="alignpipe-trainer-"),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        lr_scheduler_type="cosine",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=max(1, steps // 8),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        bf16=dtype == "bfloat16" and torch.cuda.is_available(),
+    )

@@ -1,0 +1,252 @@
+"""The data contract for canonical records, as one Great Expectations suite.
+
+Every rule is a GX expectation in the suite ``canonical_records``; this module runs it on a
+records DataFrame and turns GX's row indices back into ``FILE:LINE`` failures, so a bad
+example is reported where a person can fix it. GX does not raise on failed data, so callers
+decide with :func:`raise_for_failures`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from components.data.records import LABELS
+from components.params import ValidationParams
+
+# GX logs INFO/DEBUG chatter while importing, and some of its modules pin their own logger
+# to INFO; keep all of it to warnings (before the import, and again after it).
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+import great_expectations as gx  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+
+for _name in list(logging.root.manager.loggerDict):
+    if _name.startswith("great_expectations."):
+        logging.getLogger(_name).setLevel(logging.WARNING)
+
+SUITE_NAME = "canonical_records"
+RULES = (
+    "required_field",
+    "non_empty_text",
+    "max_length",
+    "duplicate",
+    "label_domain",
+    "row_count",
+    "encodable_text",
+)
+REQUIRED_COLUMNS = ("id", "prompt_id", "prompt", "response", "label", "source", "source_file", "source_line")
+TEXT_COLUMNS = ("prompt", "response")
+MAX_FAILURES_PER_RULE = 1000  # per expectation: a huge bad file must not blow up memory or the report
+MAX_VALUE_CHARS = 80  # offending values are quoted, never whole texts
+
+# Only row indices come back from GX (it would otherwise echo whole texts into the result).
+_RESULT_FORMAT = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": MAX_FAILURES_PER_RULE,
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    """One broken rule on one source line (or on the whole dataset when source_file is None)."""
+
+    rule: str
+    column: str | None
+    source_file: str | None
+    source_line: int | None  # 1-based line in source_file
+    detail: str
+
+    def location(self) -> str:
+        if self.source_file is None:
+            return "(dataset)"
+        return f"{self.source_file}:{self.source_line if self.source_line is not None else '?'}"
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What the suite found; ``to_dict()`` is the report file, ``summary()`` the log lines."""
+
+    success: bool
+    n_rows: int
+    failures: tuple[RuleFailure, ...]
+    rules_checked: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "suite": SUITE_NAME,
+            "success": self.success,
+            "n_rows": self.n_rows,
+            "n_failures": len(self.failures),
+            "rules_checked": list(self.rules_checked),
+            "failures": [asdict(f) for f in self.failures],
+        }
+
+    def summary(self, limit: int = 20) -> str:
+        """One ``FILE:LINE: rule (column): detail`` line per failure, the first ``limit`` of them."""
+        if self.success:
+            return f"{SUITE_NAME}: all {len(self.rules_checked)} rules passed on {self.n_rows} rows"
+        lines = [f"{SUITE_NAME}: {len(self.failures)} failure(s) in {self.n_rows} rows"]
+        for f in self.failures[:limit]:
+            column = f" ({f.column})" if f.column else ""
+            lines.append(f"{f.location()}: {f.rule}{column}: {f.detail}")
+        if len(self.failures) > limit:
+            lines.append(f"... and {len(self.failures) - limit} more")
+        return "\n".join(lines)
+
+
+class DataValidationError(ValueError):
+    """The records broke the data contract; ``.report`` holds every failure."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+def raise_for_failures(report: ValidationReport) -> None:
+    """GX only reports; stopping the pipeline on bad data is this call's job."""
+    if not report.success:
+        raise DataValidationError(report)
+
+
+def build_suite(rules: ValidationParams) -> gx.ExpectationSuite:
+    """The suite itself: every rule as GX expectations tagged with ``meta={"rule": ...}``."""
+    E = gx.expectations
+    max_chars = {"prompt": rules.max_prompt_chars, "response": rules.max_response_chars}
+    expectations = [
+        *(_tagged("required_field", E.ExpectColumnValuesToNotBeNull, column=c) for c in REQUIRED_COLUMNS),
+        *(_tagged("non_empty_text", E.ExpectColumnValuesToMatchRegex, column=c, regex=r"\S") for c in TEXT_COLUMNS),
+        *(
+            _tagged("max_length", E.ExpectColumnValueLengthsToBeBetween, column=c, max_value=max_chars[c])
+            for c in TEXT_COLUMNS
+        ),
+        _tagged("duplicate", E.ExpectColumnValuesToBeUnique, column="id"),
+        _tagged("label_domain", E.ExpectColumnValuesToBeInSet, column="label", value_set=list(LABELS)),
+        _tagged("row_count", E.ExpectTableRowCountToBeBetween, min_value=rules.min_rows),
+        # _holdable turns lone surrogates into NUL, so this one pattern catches both.
+        *(
+            _tagged("encodable_text", E.ExpectColumnValuesToNotMatchRegex, column=c, regex=r"\x00")
+            for c in TEXT_COLUMNS
+        ),
+    ]
+    suite = gx.ExpectationSuite(name=SUITE_NAME)
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    return suite
+
+
+def _tagged(rule: str, expectation: type, **kwargs) -> gx.expectations.Expectation:
+    return expectation(meta={"rule": rule}, **kwargs)
+
+
+def validate_records(frame: pd.DataFrame, rules: ValidationParams) -> ValidationReport:
+    """Run the suite on ``frame`` in a fresh in-memory GX context (cheap, and nothing piles up)."""
+    frame = frame.reset_index(drop=True)  # GX reports index labels; make them row positions
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("records")
+        .add_dataframe_asset("canonical_records")
+        .add_batch_definition_whole_dataframe("all_rows")
+    )
+    suite = context.suites.add(build_suite(rules))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(data=batch, suite=suite, name=SUITE_NAME))
+    results = definition.run(batch_parameters={"dataframe": _holdable(frame)}, result_format=_RESULT_FORMAT)
+
+    failures = [f for result in results.results if not result.success for f in _failures(result, frame)]
+    failures.sort(key=_order)
+    return ValidationReport(success=not failures, n_rows=len(frame), failures=tuple(failures), rules_checked=RULES)
+
+
+def _order(failure: RuleFailure) -> tuple:
+    """Dataset-wide failures first, then by file, line and rule."""
+    located = failure.source_file is not None
+    return (located, failure.source_file or "", failure.source_line or 0, RULES.index(failure.rule))
+
+
+def _holdable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lone UTF-16 surrogates → NUL in object columns.
+
+    Arrow-backed strings (and GX's batch fingerprint, which builds them) cannot hold lone
+    surrogates and would crash the run; NUL keeps the row failing ``encodable_text``.
+    """
+    objects = [c for c in frame.columns if frame[c].dtype == object]
+    if not objects:
+        return frame
+    safe = frame.copy()
+    for column in objects:
+        safe[column] = safe[column].map(lambda v: _LONE_SURROGATE.sub("\x00", v) if isinstance(v, str) else v)
+    return safe
+
+
+def _failures(result, frame: pd.DataFrame) -> list[RuleFailure]:
+    """One failed expectation result → RuleFailures naming the offending source lines."""
+    config = result.expectation_config
+    rule, column = config.meta["rule"], config.kwargs.get("column")
+    found = result.result
+
+    if rule == "row_count":
+        detail = f"{found.get('observed_value', len(frame))} rows < min_rows {config.kwargs['min_value']}"
+        return [RuleFailure(rule, None, None, None, detail)]
+    if "partial_unexpected_index_list" not in found:  # GX raised instead of checking
+        detail = "column missing" if column not in frame.columns else "could not be checked"
+        return [RuleFailure(rule, column, None, None, detail)]
+
+    rows = found["partial_unexpected_index_list"]
+    first_row = frame.index.to_series().groupby(frame[column]).transform("min") if rule == "duplicate" else None
+    failures = []
+    for row in rows:
+        if rule == "duplicate":
+            if first_row[row] == row:
+                continue  # the first occurrence is fine; its later copies name it
+            detail = f"same prompt and response as {_where(frame, int(first_row[row]), relative_to=row)}"
+        else:
+            detail = _detail(rule, frame.at[row, column], config.kwargs)
+        failures.append(RuleFailure(rule, column, *_source(frame, row), detail))
+    unlisted = found["unexpected_count"] - len(rows)
+    if unlisted > 0:
+        failures.append(RuleFailure(rule, column, None, None, f"{unlisted} more row(s) fail; only {len(rows)} listed"))
+    return failures
+
+
+def _detail(rule: str, value, kwargs: dict) -> str:
+    if rule == "required_field":
+        return "missing value"
+    if rule == "non_empty_text":
+        return f"empty or whitespace-only: {_quote(value)}"
+    if rule == "max_length":
+        return f"{len(value)} chars > max {kwargs['max_value']}: {_quote(value)}"
+    if rule == "label_domain":
+        return f"{_quote(value)} not in {list(LABELS)}"
+    if rule == "encodable_text":
+        what = "a lone UTF-16 surrogate (not writable as UTF-8)" if _LONE_SURROGATE.search(value) else "a NUL character"
+        return f"contains {what}: {_quote(value)}"
+    raise ValueError(f"no detail for rule {rule!r}")
+
+
+def _source(frame: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
+    source_file = frame.at[row, "source_file"] if "source_file" in frame.columns else None
+    source_line = frame.at[row, "source_line"] if "source_line" in frame.columns else None
+    return (
+        None if pd.isna(source_file) else str(source_file),
+        None if pd.isna(source_line) else int(source_line),
+    )
+
+
+def _where(frame: pd.DataFrame, row: int, relative_to: int) -> str:
+    """``line 3``, or ``other.jsonl:3`` when the row came from a different file."""
+    source_file, source_line = _source(frame, row)
+    if source_file == _source(frame, relative_to)[0]:
+        return f"line {source_line}"
+    return f"{source_file}:{source_line}"
+
+
+def _quote(value) -> str:
+    """``repr`` (escapes NUL, newlines, surrogates) cut to MAX_VALUE_CHARS."""
+    text = repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"

@@ -1,0 +1,40 @@
+"""Shared fixtures: isolated state per test session, and a tiny saved model to load."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate every test session's MLflow/Prefect state before `components` applies its defaults.
+_STATE = Path(tempfile.mkdtemp(prefix="alignpipe-test-state-"))
+os.environ["ALIGNPIPE_HOME"] = str(_STATE)
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
+
+import components  # noqa: E402,F401  (applies the quiet/offline defaults)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = REPO_ROOT / "data" / "sample" / "hh-rlhf-harmless-base.sample.jsonl.gz"
+
+TINY_TEXTS = [
+    "Human: How do I bake bread?\n\nAssistant: Mix flour, water, yeast and salt, knead, let it rise, then bake.",
+    "Human: Tell me something mean.\n\nAssistant: I would rather not insult anyone.",
+    "Human: What is the capital of France?\n\nAssistant: Paris is the capital of France.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A GPT-2-shaped model with a locally trained tokenizer, saved as safetensors."""
+    import torch
+
+    from components.modeling.models import build_tiny_model, save_model
+    from components.modeling.tokenizer import train_bpe_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = train_bpe_tokenizer(TINY_TEXTS, vocab_size=300)
+    model = build_tiny_model(tokenizer, n_layer=2, n_embd=32, n_head=2, n_positions=128)
+    return save_model(model, tokenizer, tmp_path_factory.mktemp("tiny-model"))

@@ -1,0 +1,167 @@
+"""The canonical_records suite, run for real: each rule names its rule, column, file and line."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from components.data.records import Record, to_frame
+from components.params import ValidationParams
+
+FILE = "data/raw/feedback.jsonl"
+RULES = ValidationParams(min_rows=5, max_prompt_chars=200, max_response_chars=100)
+
+
+@pytest.fixture(scope="module")
+def suite():
+    """Imports Great Expectations once for the module (it takes seconds)."""
+    from components.validation import suite
+
+    return suite
+
+
+def records(n: int = 6) -> list[Record]:
+    """``n`` valid records on lines 1..n of FILE."""
+    return [
+        Record(
+            prompt=f"Human: question {i}?\n\nAssistant:",
+            response=f"answer {i}",
+            label="negative" if i % 2 else "positive",
+            source="test",
+            source_file=FILE,
+            source_line=i + 1,
+        )
+        for i in range(n)
+    ]
+
+
+def test_valid_frame_passes(suite):
+    report = suite.validate_records(to_frame(records()), RULES)
+    assert report.success, report.summary()
+    assert report.failures == ()
+    assert report.n_rows == 6
+    assert set(report.rules_checked) == {
+        "required_field", "non_empty_text", "max_length", "duplicate", "label_domain", "row_count", "encodable_text",
+    }
+    suite.raise_for_failures(report)  # no-op
+
+
+def _null_response(frame):
+    frame.loc[2, "response"] = None
+
+
+def _blank_response(frame):
+    frame.loc[2, "response"] = " \n\t "
+
+
+def _long_prompt(frame):
+    frame.loc[2, "prompt"] = "Human: " + "x" * 500 + "\n\nAssistant:"
+
+
+def _neutral_label(frame):
+    frame.loc[2, "label"] = "neutral"
+
+
+def _nul_in_response(frame):
+    frame.loc[2, "response"] = "ans\x00wer"
+
+
+@pytest.mark.parametrize(
+    "break_row, rule, column",
+    [
+        (_null_response, "required_field", "response"),
+        (_blank_response, "non_empty_text", "response"),
+        (_long_prompt, "max_length", "prompt"),
+        (_neutral_label, "label_domain", "label"),
+        (_nul_in_response, "encodable_text", "response"),
+    ],
+)
+def test_row_rule_names_rule_column_and_source_line(suite, break_row, rule, column):
+    frame = to_frame(records())
+    break_row(frame)
+    report = suite.validate_records(frame, RULES)
+    assert not report.success
+    assert [(f.rule, f.column, f.source_file, f.source_line) for f in report.failures] == [(rule, column, FILE, 3)]
+    assert f"{FILE}:3: {rule} ({column})" in report.summary()
+
+
+def test_details_quote_values_truncated(suite):
+    frame = to_frame(records())
+    frame.loc[1, "prompt"] = "Human: " + "y" * 5000 + "\n\nAssistant:"
+    frame.loc[2, "label"] = "neutral"
+    details = {f.rule: f.detail for f in suite.validate_records(frame, RULES).failures}
+    assert "'neutral'" in details["label_domain"]
+    assert details["max_length"].startswith("5019 chars > max 200")
+    assert "y" * 200 not in details["max_length"]
+
+
+def test_lone_surrogate_is_reported_not_crashing(suite):
+    # pandas' Arrow strings cannot hold lone surrogates, so such text only arrives in object columns.
+    frame = to_frame(records())
+    frame["response"] = frame["response"].astype(object)
+    frame.loc[4, "response"] = "bad \udcff byte"
+    [failure] = suite.validate_records(frame, RULES).failures
+    assert (failure.rule, failure.column, failure.source_line) == ("encodable_text", "response", 5)
+    assert "surrogate" in failure.detail
+    assert "\\udcff" in failure.detail
+
+
+def test_duplicate_names_both_lines(suite):
+    rows = records()
+    rows[4] = Record(prompt=rows[1].prompt, response=rows[1].response, label="negative", source="test",
+                     source_file=FILE, source_line=5)  # same text as line 2, other label
+    report = suite.validate_records(to_frame(rows), RULES)
+    [failure] = report.failures
+    assert (failure.rule, failure.column, failure.source_file, failure.source_line) == ("duplicate", "id", FILE, 5)
+    assert "line 2" in failure.detail
+
+
+def test_too_few_rows_is_a_dataset_failure(suite):
+    report = suite.validate_records(to_frame(records(3)), RULES)
+    [failure] = report.failures
+    assert (failure.rule, failure.column, failure.source_file, failure.source_line) == ("row_count", None, None, None)
+    assert "3 rows < min_rows 5" in failure.detail
+
+
+def test_missing_column_fails_instead_of_crashing(suite):
+    frame = to_frame(records()).drop(columns=["label"])
+    failures = suite.validate_records(frame, RULES).failures
+    assert {(f.rule, f.column, f.detail) for f in failures} == {
+        ("required_field", "label", "column missing"), ("label_domain", "label", "column missing"),
+    }
+
+
+def test_rows_map_to_lines_whatever_the_index(suite):
+    frame = to_frame(records()).set_index(pd.Index([10, 20, 30, 40, 50, 60]))
+    frame.loc[40, "label"] = "neutral"
+    [failure] = suite.validate_records(frame, RULES).failures
+    assert failure.source_line == 4
+
+
+def test_summary_error_and_report_file(suite):
+    frame = to_frame(records(30))
+    frame["label"] = "neutral"
+    report = suite.validate_records(frame, RULES)
+    summary = report.summary(limit=5)
+    assert f"{FILE}:1: label_domain (label): " in summary
+    assert "... and 25 more" in summary
+    with pytest.raises(suite.DataValidationError) as caught:
+        suite.raise_for_failures(report)
+    assert caught.value.report is report
+    assert f"{FILE}:1: label_domain (label)" in str(caught.value)
+    as_dict = json.loads(json.dumps(report.to_dict()))
+    assert as_dict["success"] is False
+    assert as_dict["failures"][0] == {
+        "rule": "label_domain", "column": "label", "source_file": FILE, "source_line": 1,
+        "detail": "'neutral' not in ['negative', 'positive']",
+    }
+
+
+def test_failures_per_rule_are_capped(suite):
+    frame = to_frame(records(suite.MAX_FAILURES_PER_RULE + 5))
+    frame["label"] = "neutral"
+    failures = suite.validate_records(frame, RULES).failures
+    assert len(failures) == suite.MAX_FAILURES_PER_RULE + 1
+    assert failures[0].source_file is None and "5 more row(s)" in failures[0].detail
