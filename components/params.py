@@ -37,14 +37,14 @@ class ValidationParams:
 
 @dataclass(frozen=True)
 class TinyModelParams:
-    n_layer: int = 4
-    n_embd: int = 192
+    n_layer: int = 2
+    n_embd: int = 128
     n_head: int = 4
 
 
 @dataclass(frozen=True)
 class SftParams:
-    steps: int = 240
+    steps: int = 300
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup_steps: int = 20
@@ -55,15 +55,15 @@ class ReferenceParams:
     model: str = "tiny"
     trust_remote_code: bool = False
     dtype: str = "float32"
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     tiny: TinyModelParams = field(default_factory=TinyModelParams)
     sft: SftParams = field(default_factory=SftParams)
 
 
 @dataclass(frozen=True)
 class SequenceParams:
-    max_prompt_tokens: int = 96
-    max_response_tokens: int = 48
+    max_prompt_tokens: int = 64
+    max_response_tokens: int = 32
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class ForgetParams:
 class AnchorParams:
     k: int = 4
     mode: str = "offline"
-    max_new_tokens: int = 40
+    max_new_tokens: int = 32
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 32
@@ -87,10 +87,10 @@ class RelearnParams:
     objective: str = "d2o"
     alpha: float = 0.1
     beta: float = 0.1
-    steps: int = 40
+    steps: int = 30
     batch_size: int = 8
-    learning_rate: float = 5e-4
-    max_prompts: int = 256
+    learning_rate: float = 1e-4
+    max_prompts: int = 128
 
 
 @dataclass(frozen=True)

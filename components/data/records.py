@@ -86,7 +86,9 @@ def render_turns(turns: list[tuple[str, str]]) -> str:
 
 def to_frame(records: list[Record]) -> pd.DataFrame:
     """Records → DataFrame with the canonical columns (``split`` filled in later)."""
-    frame = pd.DataFrame([r.row() for r in records], columns=[c for c in COLUMNS if c != "split"])
+    # object columns: pandas 3's string dtype cannot hold a lone surrogate, and such text must
+    # reach the validation suite (rule encodable_text) to be reported with its line
+    frame = pd.DataFrame([r.row() for r in records], columns=[c for c in COLUMNS if c != "split"], dtype=object)
     frame["source_line"] = frame["source_line"].astype("int64")
     frame["n_turns"] = frame["n_turns"].astype("int64")
     return frame
@@ -100,6 +102,7 @@ def pairs(frame: pd.DataFrame) -> pd.DataFrame:
     paired = paired[paired["pair_id"].isin(complete)]
     chosen = paired[paired["label"] == POSITIVE].set_index("pair_id")
     rejected = paired[paired["label"] == NEGATIVE].set_index("pair_id")
-    joined = chosen[["prompt", "response"]].join(rejected[["response"]], rsuffix="_rejected")
+    joined = chosen[["prompt", "response"]].merge(rejected[["response"]], left_index=True, right_index=True,
+                                                  suffixes=("", "_rejected"))
     joined = joined.rename(columns={"response": "chosen", "response_rejected": "rejected"})
     return joined.reset_index().sort_values("pair_id").reset_index(drop=True)

@@ -185,3 +185,21 @@ def rollback(model_name: str) -> str:
     client.set_registered_model_alias(model_name, CHAMPION, target)
     _save_history(client, model_name, previous)
     return target
+
+
+def local_model_dir(model: str | Path) -> Path:
+    """A ``save_pretrained`` folder for ``model``: a local folder as is, or an MLflow model
+    URI (``models:/alignpipe-policy@champion``, ``runs:/...``) downloaded and unpacked to
+    the folder the pyfunc serves from."""
+    if Path(model).is_dir():
+        return Path(model)
+    if not str(model).startswith(("models:/", "runs:/", "file:", "mlflow-artifacts:")):
+        raise RegistryError(f"{model}: neither a local model folder nor an MLflow model URI")
+    try:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(model)))
+    except MlflowException as err:
+        raise RegistryError(f"{model}: cannot be downloaded from the registry ({err.message})") from None
+    artifacts = mlflow.models.Model.load(root / "MLmodel").flavors["python_function"].get("artifacts", {})
+    if "model_dir" not in artifacts:
+        raise RegistryError(f"{model}: not an alignpipe policy model (no 'model_dir' artifact)")
+    return root / artifacts["model_dir"]["path"]

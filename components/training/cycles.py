@@ -1,9 +1,11 @@
 """Iterative forget-and-relearn cycles, each behind a gate on development pairs.
 
 Cycle 1 relearns from the reference; every later cycle first applies the forgetting
-operation (train, then forget and train again: Zhou et al. 2022). A cycle is accepted
-only if it pushes dev negatives further down without losing more than the allowed
-log-prob on dev positives; otherwise the policy reverts to its state before the cycle.
+operation (train, then forget and train again: Zhou et al. 2022). A cycle is accepted only
+if it widens the *separation* on dev pairs (positives' per-token log-prob change minus the
+negatives') without losing more than the allowed log-prob on dev positives; otherwise the
+policy reverts to its state before the cycle. Separation, not the negatives' drop alone,
+because damage (say, from forgetting) lowers every log-prob and would pass for progress.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class CycleRecord:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def separation(metrics: dict) -> float:
+    return metrics["pos_logp_delta"] - metrics["neg_logp_delta"]
 
 
 def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int) -> pd.DataFrame:
@@ -89,14 +95,14 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         log(f"cycle {cycle}: forget={forget_op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
         loss = relearn(policy, tokenizer, _examples(prompts, negative_ids, ref_neg, anchors), cfg.relearn, cycle_seed)
         dev = logp_metrics(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev)
-        accepted = dev["neg_logp_delta"] < best["neg_logp_delta"] and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop
+        accepted = separation(dev) > separation(best) and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop
         if accepted:
             best = dev
         else:
             policy.load_state_dict(snapshot)
         record = CycleRecord(cycle, forget_op, accepted, loss["relearn_train_loss"], dev["neg_logp_delta"],
                              dev["pos_logp_delta"], dev["pref_accuracy"], round(time.perf_counter() - started, 2))
-        log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev neg_logp_delta "
-            f"{dev['neg_logp_delta']:.4f}, pos_logp_delta {dev['pos_logp_delta']:.4f})")
+        log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation {separation(dev):.4f}, "
+            f"neg_logp_delta {dev['neg_logp_delta']:.4f}, pos_logp_delta {dev['pos_logp_delta']:.4f})")
         records.append(record)
     return policy, records

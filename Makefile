@@ -1,0 +1,38 @@
+# The two commands of the README, and a few helpers. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+
+.PHONY: run test test-fast repro ui clean
+
+run: $(RUNTIME)  ## set up, then run the retrain flow on the embedded default
+	$(BIN)/alignpipe run
+
+test: $(DEV)  ## set up with dev extras, then run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: $(DEV)  ## unit tests only (skips the slow end-to-end ones)
+	$(BIN)/python -m pytest -m "not slow"
+
+repro: $(RUNTIME)  ## rebuild stale stages with DVC alone (no registry changes)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+ui: $(RUNTIME)  ## MLflow UI over the local state
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath .alignpipe/mlflow.db) --port 5000
+
+# torch is pinned and installed first: an unpinned torch pulls GBs of CUDA wheels.
+$(RUNTIME): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+clean:  ## remove pipeline outputs and local MLflow/Prefect state (keeps .venv)
+	rm -rf artifacts .alignpipe dvc.lock .dvc/cache .dvc/tmp
