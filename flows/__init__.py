@@ -1,4 +1,10 @@
 """Orchestration: Prefect flows and the command line. Components know *how*; flows know
 *when* and *in what order*, and own every change to the model registry."""
 
+import os
+from pathlib import Path
+
 import components  # noqa: F401  (quiet/offline defaults before Prefect is imported)
+
+# Prefect creates its home folder without parents; the state folder may not exist yet.
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ artifacts. Only this flow (and the ``promote``/``rollback`` commands) changes th
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ def reproduce(stage: str, root: Path) -> bool:
     """Run ``stage`` (and anything stale upstream) through DVC; True if it ran."""
     from dvc.repo import Repo
 
+    logging.getLogger("dvc").propagate = False  # DVC prints its own progress; don't echo it twice
     with Repo(str(root)) as repo:
         ran = repo.reproduce(stage)
     names = {s.addressing for s in ran}
