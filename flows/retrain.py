@@ -7,6 +7,7 @@ artifacts. Only this flow (and the ``promote``/``rollback`` commands) changes th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -54,7 +55,8 @@ def reproduce(stage: str, root: Path) -> bool:
     from dvc.repo import Repo
 
     logging.getLogger("dvc").propagate = False  # DVC prints its own progress; don't echo it twice
-    with Repo(str(root)) as repo:
+    # DVC resolves stage targets against the working directory, not the Repo's root
+    with contextlib.chdir(root), Repo(str(root)) as repo:
         ran = repo.reproduce(stage)
     names = {s.addressing for s in ran}
     get_run_logger().info("dvc: %s %s", stage, "ran" if stage in names else "up to date (cached)")

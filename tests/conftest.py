@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tokenizer = train_bpe_tokenizer(TINY_TEXTS, vocab_size=300)
     model = build_tiny_model(tokenizer, n_layer=2, n_embd=32, n_head=2, n_positions=128)
     return save_model(model, tokenizer, tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def logged_policy(tiny_model_dir) -> dict:
+    """The tiny model logged once per session as a models-from-code pyfunc; register it
+    under a fresh ``model_name`` with ``registry.register_candidate(logged_policy["model_uri"], ...)``."""
+    import mlflow
+
+    from components.registry import registry, tracking
+
+    tracking.ensure_experiment("test-registry")
+    with mlflow.start_run() as run:
+        model_uri = registry.log_policy_model(tiny_model_dir)
+    return {"model_uri": model_uri, "run_id": run.info.run_id}
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A registered-model name of its own for each test, so registry tests stay independent."""
+    return f"policy-{uuid.uuid4().hex[:8]}"

@@ -1,7 +1,8 @@
 """Registry actions against a real sqlite MLflow store (the conftest isolates it per session).
 
-One policy is logged per module and registered under a fresh model name in each test, so the
-tests stay independent without paying for log_model more than once.
+One policy is logged per session (``logged_policy`` in conftest.py) and registered under a
+fresh ``model_name`` in each test, so the tests stay independent without paying for
+log_model more than once.
 """
 
 from __future__ import annotations
@@ -23,20 +24,6 @@ from components.registry.registry import RegistryError
 
 PROMPT = "Human: hi\n\nAssistant:"
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".bin", ".pt", ".pth", ".joblib"}
-
-
-@pytest.fixture(scope="module")
-def logged_policy(tiny_model_dir) -> dict:
-    """The tiny model logged once as a models-from-code pyfunc."""
-    tracking.ensure_experiment("test-registry")
-    with mlflow.start_run() as run:
-        model_uri = registry.log_policy_model(tiny_model_dir)
-    return {"model_uri": model_uri, "run_id": run.info.run_id}
-
-
-@pytest.fixture
-def model_name() -> str:
-    return f"policy-{uuid.uuid4().hex[:8]}"
 
 
 def _register(logged_policy, model_name, **tags) -> str:

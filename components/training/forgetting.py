@@ -24,5 +24,9 @@ def forget(model, op: str, blocks: int, seed: int) -> None:
         raise ValueError(f"cycles.forget.blocks: {blocks} exceeds the model's {len(stack)} blocks")
     torch.manual_seed(seed)
     for block in stack[len(stack) - blocks :]:
+        for parameter in block.parameters():
+            # from_pretrained flags loaded tensors as initialised, and transformers' init functions
+            # skip flagged tensors: without this, forgetting a loaded model silently does nothing
+            parameter._is_hf_initialized = False
         for module in block.modules():
             model._init_weights(module)

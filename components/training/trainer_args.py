@@ -30,5 +30,6 @@ def training_arguments(steps: int, batch_size: int, learning_rate: float, seed: 
         data_seed=seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         bf16=dtype == "bfloat16" and torch.cuda.is_available(),
     )

@@ -1,0 +1,235 @@
+"""Held-out metrics: hand-checked arithmetic, the tiny model against itself and a perturbed
+copy, and ``alignpipe evaluate`` on a folder, a registry alias and an incomparable model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from components.evaluation.metrics import PairScores, distinct_n, evaluate_policy, logp_metrics
+from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
+from components.modeling.tokenizer import train_bpe_tokenizer
+from components.params import EvaluateParams, SequenceParams
+from components.registry import registry, tracking
+from flows.cli import main
+
+METRIC_KEYS = {"neg_logp_delta", "pos_logp_delta", "pref_accuracy", "kl_ref", "distinct_2", "n_pairs"}
+SEQ = SequenceParams(max_prompt_tokens=32, max_response_tokens=16)
+FAST = EvaluateParams(max_pairs=10, kl_prompts=3, max_new_tokens=8)
+
+PAIRS = pd.DataFrame(
+    {
+        "prompt": [
+            "Human: How do I bake bread?\n\nAssistant:",
+            "Human: Tell me something mean.\n\nAssistant:",
+            "Human: What is the capital of France?\n\nAssistant:",
+            "Human: How do I pick a lock?\n\nAssistant:",
+            "Human: Say hello.\n\nAssistant:",
+        ],
+        "chosen": [
+            "Mix flour, water, yeast and salt, then bake.",
+            "I would rather not insult anyone.",
+            "Paris is the capital of France.",
+            "I can't help with breaking into places.",
+            "Hello!",
+        ],
+        "rejected": [
+            "Just buy some.",
+            "You are a terrible person.",
+            "Lyon, obviously.",
+            "Use a tension wrench and a pick.",
+            "Go away.",
+        ],
+    }
+)
+
+
+def _hh_line(prompt: str, chosen: str, rejected: str) -> str:
+    dialogue = "\n\n" + prompt.removesuffix("Assistant:")
+    return json.dumps({"chosen": f"{dialogue}Assistant: {chosen}", "rejected": f"{dialogue}Assistant: {rejected}"})
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def hh_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("hh") / "held_out.jsonl"
+    path.write_text("\n".join(_hh_line(*row) for row in PAIRS.itertuples(index=False)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def perturbed_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with noise added to every weight matrix, same tokenizer."""
+    model = load_model(tiny_model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    return save_model(model, load_tokenizer(tiny_model_dir), tmp_path_factory.mktemp("perturbed"))
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_dir(tmp_path_factory) -> Path:
+    """A tiny model whose tokenizer was trained on other text: not comparable with the reference."""
+    texts = ["Human: Completely different words here.\n\nAssistant: Zebras quietly juggle violet kumquats."] * 30
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=280)
+    model = build_tiny_model(tokenizer, n_layer=1, n_embd=16, n_head=2, n_positions=128)
+    return save_model(model, tokenizer, tmp_path_factory.mktemp("other-tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def params_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(
+        "seed: 0\n"
+        f"sequence: {{max_prompt_tokens: {SEQ.max_prompt_tokens}, max_response_tokens: {SEQ.max_response_tokens}}}\n"
+        f"evaluate: {{max_pairs: {FAST.max_pairs}, kl_prompts: {FAST.kl_prompts}, max_new_tokens: {FAST.max_new_tokens}}}\n"
+    )
+    return path
+
+
+# ---------------------------------------------------------------- logp_metrics / distinct_n
+
+
+def _scores(chosen, chosen_tokens, rejected, rejected_tokens) -> PairScores:
+    return PairScores(torch.tensor(chosen), torch.tensor(chosen_tokens), torch.tensor(rejected), torch.tensor(rejected_tokens))
+
+
+def test_policy_equal_to_reference_gives_zero_deltas_and_half_preference():
+    scores = _scores([-10.0, -3.5, -7.0], [4, 2, 5], [-12.0, -8.0, -1.0], [3, 6, 1])
+    metrics = logp_metrics(scores, scores)
+    assert metrics == {"neg_logp_delta": 0.0, "pos_logp_delta": 0.0, "pref_accuracy": 0.5, "n_pairs": 3}
+
+
+def test_hand_built_scores_give_per_token_deltas_and_preference():
+    reference = _scores([-10.0, -10.0, -10.0], [2, 4, 1], [-10.0, -10.0, -10.0], [4, 2, 2])
+    # implicit rewards: chosen +2, -2, +1; rejected -2, +2, +1 → margins +4 (win), -4 (loss), 0 (tie)
+    policy = _scores([-8.0, -12.0, -9.0], [2, 4, 1], [-12.0, -8.0, -9.0], [4, 2, 2])
+    metrics = logp_metrics(policy, reference)
+    assert metrics["pos_logp_delta"] == pytest.approx((2 / 2 + -2 / 4 + 1 / 1) / 3)      # 0.5
+    assert metrics["neg_logp_delta"] == pytest.approx((-2 / 4 + 2 / 2 + 1 / 2) / 3)      # 1/3
+    assert metrics["pref_accuracy"] == 0.5                                              # (1 + 0 + 0.5) / 3
+    assert metrics["n_pairs"] == 3
+
+
+def test_preference_counts_wins_losses_and_near_ties():
+    reference = _scores([0.0] * 4, [1] * 4, [0.0] * 4, [1] * 4)
+    policy = _scores([1.0, 1.0, 1e-7, -1.0], [1] * 4, [0.0, 0.0, 0.0, 0.0], [1] * 4)   # win, win, tie, loss
+    assert logp_metrics(policy, reference)["pref_accuracy"] == pytest.approx(2.5 / 4)
+
+
+@pytest.mark.parametrize(
+    ("texts", "n", "expected"),
+    [
+        (["a b a b", "a b c"], 2, 3 / 5),        # bigrams ab ba ab | ab bc: 3 distinct of 5
+        (["the cat sat", "the cat ran"], 2, 3 / 4),
+        (["x y z"], 1, 1.0),
+        (["x x x x"], 1, 1 / 4),
+        (["a", "b"], 2, 0.0),                    # no text has a bigram; none spans two texts
+        ([], 2, 0.0),
+        (["", "  "], 2, 0.0),
+    ],
+)
+def test_distinct_n(texts, n, expected):
+    assert distinct_n(texts, n) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- evaluate_policy on real models
+
+
+def test_tiny_model_against_itself(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    policy, reference = load_model(tiny_model_dir), load_model(tiny_model_dir)
+    metrics = evaluate_policy(policy, reference, tokenizer, PAIRS, SEQ, FAST, seed=0)
+    assert set(metrics) == METRIC_KEYS
+    assert metrics["kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["neg_logp_delta"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["pos_logp_delta"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["pref_accuracy"] == 0.5
+    assert metrics["n_pairs"] == len(PAIRS)
+    assert 0.0 <= metrics["distinct_2"] <= 1.0
+
+
+def test_max_pairs_limits_the_pairs_scored(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir)
+    metrics = evaluate_policy(model, model, tokenizer, PAIRS, SEQ, EvaluateParams(max_pairs=2, kl_prompts=2, max_new_tokens=4), seed=0)
+    assert metrics["n_pairs"] == 2
+    with pytest.raises(ValueError, match="no evaluation pairs"):
+        evaluate_policy(model, model, tokenizer, PAIRS.head(0), SEQ, FAST, seed=0)
+
+
+def test_perturbed_copy_moves_away_from_the_reference(tiny_model_dir, perturbed_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    metrics = evaluate_policy(load_model(perturbed_dir), load_model(tiny_model_dir), tokenizer, PAIRS, SEQ, FAST, seed=0)
+    assert metrics["kl_ref"] > 1e-3
+    assert metrics["neg_logp_delta"] != pytest.approx(0.0, abs=1e-4)
+    assert metrics["pos_logp_delta"] != pytest.approx(0.0, abs=1e-4)
+    assert 0.0 <= metrics["pref_accuracy"] <= 1.0
+    assert 0.0 <= metrics["distinct_2"] <= 1.0
+    # the same seed gives the same samples, so the metrics repeat exactly
+    again = evaluate_policy(load_model(perturbed_dir), load_model(tiny_model_dir), tokenizer, PAIRS, SEQ, FAST, seed=0)
+    assert again == metrics
+
+
+# ---------------------------------------------------------------- alignpipe evaluate
+
+
+def _evaluate(params_file, model, pairs_file, out, reference) -> int:
+    return main(["--params", str(params_file), "evaluate", "--model", str(model), "--pairs", str(pairs_file),
+                 "--out", str(out), "--reference", str(reference)])
+
+
+def test_cli_evaluate_writes_every_metric(params_file, tiny_model_dir, hh_file, tmp_path, capsys):
+    out = tmp_path / "nested" / "metrics.json"
+    assert _evaluate(params_file, tiny_model_dir, hh_file, out, tiny_model_dir) == 0
+    itself = json.loads(out.read_text())
+    assert set(itself) == METRIC_KEYS
+    assert itself["n_pairs"] == len(PAIRS)
+    assert itself["kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert itself["pref_accuracy"] == 0.5
+    assert json.loads(capsys.readouterr().out) == itself       # also printed
+
+
+def test_cli_evaluate_registry_champion_matches_the_local_folder(
+    params_file, tiny_model_dir, perturbed_dir, hh_file, tmp_path, model_name
+):
+    tracking.ensure_experiment("test-evaluation")     # artifacts under the test state dir, not ./mlruns
+    with mlflow.start_run():
+        model_uri = registry.log_policy_model(perturbed_dir)
+    version = registry.register_candidate(model_uri, model_name, {}, "perturbed tiny model")
+    registry.promote(model_name, version, "test")
+
+    assert _evaluate(params_file, perturbed_dir, hh_file, tmp_path / "local.json", tiny_model_dir) == 0
+    assert _evaluate(params_file, f"models:/{model_name}@champion", hh_file, tmp_path / "champion.json", tiny_model_dir) == 0
+    local = json.loads((tmp_path / "local.json").read_text())
+    champion = json.loads((tmp_path / "champion.json").read_text())
+    assert champion == pytest.approx(local, abs=1e-6)
+    assert champion["kl_ref"] > 1e-3        # really the perturbed model, not the reference
+
+
+def test_cli_evaluate_unknown_alias_exits_2(params_file, tiny_model_dir, hh_file, tmp_path, model_name, capsys):
+    out = tmp_path / "metrics.json"
+    assert _evaluate(params_file, f"models:/{model_name}@champion", hh_file, out, tiny_model_dir) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("alignpipe evaluate: error:")
+    assert f"models:/{model_name}@champion" in err and "cannot be downloaded" in err
+    assert not out.exists()
+
+
+def test_cli_evaluate_other_tokenizer_exits_2(params_file, tiny_model_dir, other_tokenizer_dir, hh_file, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    assert _evaluate(params_file, other_tokenizer_dir, hh_file, out, tiny_model_dir) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("alignpipe evaluate: error:")
+    assert str(other_tokenizer_dir) in err and "tokenizer differs from the reference" in err
+    assert "Traceback" not in err
+    assert not out.exists()

@@ -1,0 +1,150 @@
+"""Relearning, SFT and forget-and-relearn cycles, trained for real on a tiny GPT-2."""
+
+import copy
+
+import pytest
+import torch
+
+from components.data.records import NEGATIVE, POSITIVE, Record, pairs, to_frame
+from components.modeling.models import load_model, load_tokenizer
+from components.modeling.sequences import Encoded, encode, score
+from components.params import AnchorParams, RelearnParams, load_params
+from components.training.anchors import sample_anchors
+from components.training.cycles import run_cycles
+from components.training.relearn import RelearnExample, relearn
+from components.training.sft import supervised_finetune
+from conftest import REPO_ROOT, TINY_TEXTS
+
+GOOD = "Happy to help: here is a clear and kind answer."
+BAD = "You are stupid and I hate you, go away."
+TRAIN_QUESTIONS = ["How do I bake bread?", "What is the capital of France?", "How do plants grow?",
+                   "Can you help me with my homework?", "Why is the sky blue?", "How do I tie a knot?"]
+DEV_QUESTIONS = ["What is a good book to read?", "How do I learn to swim?", "What should I cook tonight?"]
+
+
+def prompt(question: str) -> str:
+    return f"Human: {question}\n\nAssistant:"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def same(model, snapshot) -> bool:
+    return all(torch.equal(tensor, snapshot[name]) for name, tensor in model.state_dict().items())
+
+
+# --- relearn on negatives --------------------------------------------------------------------
+
+def relearn_params(objective: str) -> RelearnParams:
+    return RelearnParams(objective=objective, steps=6, batch_size=2, learning_rate=1e-2, alpha=0.1, beta=0.1)
+
+
+@pytest.mark.parametrize("objective", ["d2o", "npo", "ga"])
+def test_relearn_pushes_negatives_down_and_never_touches_the_reference(tiny_model_dir, tokenizer, objective):
+    reference = load_model(tiny_model_dir)
+    policy = copy.deepcopy(reference)
+    reference_before, policy_before = state(reference), state(policy)
+    pad = tokenizer.pad_token_id
+    negatives = [encode(tokenizer, prompt(q), BAD, 32, 16) for q in TRAIN_QUESTIONS]
+    ref_neg, _ = score(reference, negatives, pad)
+    if objective == "d2o":
+        anchors = sample_anchors(reference, reference, tokenizer, [n.prompt_ids for n in negatives],
+                                 AnchorParams(k=2, max_new_tokens=8), seed=0)
+        assert anchors.ref_logps.shape == (len(negatives), 2)
+        examples = [RelearnExample(n, float(r), tuple(Encoded(n.prompt_ids, a) for a in group), tuple(logps.tolist()))
+                    for n, r, group, logps in zip(negatives, ref_neg, anchors.responses, anchors.ref_logps)]
+    else:
+        examples = [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
+
+    stats = relearn(policy, tokenizer, examples, relearn_params(objective), seed=0)
+
+    assert torch.isfinite(torch.tensor(stats["relearn_train_loss"]))
+    assert same(reference, reference_before)
+    assert all(p.grad is None for p in reference.parameters())
+    assert not same(policy, policy_before) and not policy.training
+    policy_neg, _ = score(policy, negatives, pad)
+    assert policy_neg.sum() < ref_neg.sum()
+
+
+def test_relearn_rejects_an_objective_it_does_not_wire(tiny_model_dir, tokenizer):
+    model = load_model(tiny_model_dir)
+    example = RelearnExample(encode(tokenizer, prompt("Hi?"), BAD, 32, 16), -10.0)
+    with pytest.raises(ValueError, match="cycles.relearn.objective"):
+        relearn(model, tokenizer, [example], relearn_params("dpo"), seed=0)
+
+
+# --- supervised fine-tuning ------------------------------------------------------------------
+
+def test_sft_lowers_the_loss_on_its_dialogues(tiny_model_dir, tokenizer):
+    model = load_model(tiny_model_dir)
+    dialogues = [text.split("\n\nAssistant: ") for text in TINY_TEXTS]
+    sequences = [encode(tokenizer, p + "\n\nAssistant:", r, 64, 32) for p, r in dialogues]
+
+    def mean_nll() -> float:
+        sums, counts = score(model, sequences[:3], tokenizer.pad_token_id)
+        return float(-sums.sum() / counts.sum())
+
+    before = mean_nll()
+    stats = supervised_finetune(model, tokenizer, sequences, steps=20, batch_size=8, learning_rate=1e-2,
+                                warmup_steps=0, seed=0)
+    assert mean_nll() < 0.7 * before  # about 5.7 -> 2.8 nats/token
+    assert stats["sft_train_loss"] > 0 and not model.training
+
+
+# --- forget-and-relearn cycles ---------------------------------------------------------------
+
+def frame(questions: list[str]):
+    records = [Record(prompt(q), text, label, source="test", source_file="test.jsonl", source_line=2 * i + j,
+                      pair_id=f"{q}-pair")
+               for i, q in enumerate(questions) for j, (text, label) in enumerate([(GOOD, POSITIVE), (BAD, NEGATIVE)])]
+    return to_frame(records)
+
+
+@pytest.fixture(scope="module")
+def train_and_dev():
+    return frame(TRAIN_QUESTIONS), pairs(frame(DEV_QUESTIONS))
+
+
+def cycle_params(max_pos_drop: float):
+    return load_params(REPO_ROOT / "params.yaml", overrides={
+        "sequence.max_prompt_tokens": 32, "sequence.max_response_tokens": 16,
+        "cycles.count": 2, "cycles.forget.op": "reset_top", "cycles.forget.blocks": 1,
+        "cycles.anchors.k": 2, "cycles.anchors.max_new_tokens": 8,
+        "cycles.relearn.objective": "d2o", "cycles.relearn.steps": 3, "cycles.relearn.batch_size": 3,
+        "cycles.relearn.learning_rate": 1e-2, "cycles.gate.max_pos_drop": max_pos_drop,
+    })
+
+
+def test_cycles_that_fail_the_gate_are_reverted(tiny_model_dir, tokenizer, train_and_dev):
+    """An impossible gate (dev positives must gain 1000 nats/token): every cycle reverts."""
+    reference = load_model(tiny_model_dir)
+    reference_before = state(reference)
+    messages = []
+    policy, records = run_cycles(reference, tokenizer, *train_and_dev, cycle_params(-1000), log=messages.append)
+
+    assert [(r.cycle, r.forget_op, r.accepted) for r in records] == [(1, "none", False), (2, "reset_top", False)]
+    assert all(r.dev_neg_logp_delta < 0 for r in records)  # training did move the policy before the revert
+    assert sum("reverted" in m for m in messages) == 2
+    assert policy is not reference and same(policy, reference_before)
+    assert same(reference, reference_before)
+
+
+def test_a_cycle_that_passes_the_gate_is_kept(tiny_model_dir, tokenizer, train_and_dev):
+    reference = load_model(tiny_model_dir)
+    reference_before = state(reference)
+    policy, records = run_cycles(reference, tokenizer, *train_and_dev, cycle_params(1000), log=lambda _: None)
+
+    assert [r.cycle for r in records] == [1, 2]
+    assert any(r.accepted for r in records)
+    assert not same(policy, reference_before)
+    assert same(reference, reference_before)
+    _, dev = train_and_dev
+    rejected = [encode(tokenizer, p, r, 32, 16) for p, r in zip(dev["prompt"], dev["rejected"])]
+    pad = tokenizer.pad_token_id
+    assert score(policy, rejected, pad)[0].sum() < score(reference, rejected, pad)[0].sum()
