@@ -175,7 +175,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ParamsError(f"{where or 'params'}: unknown key(s) {unknown}; known: {sorted(known)}")
+        named = ", ".join(f"{where}.{key}" if where else key for key in unknown)
+        raise ParamsError(f"unknown key(s) {named}; {where or 'the top level'} knows {sorted(known)}")
     values = {}
     for name, value in raw.items():
         path = f"{where}.{name}" if where else name

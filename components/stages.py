@@ -144,7 +144,7 @@ class IncomparableModelError(ValueError):
 
 def evaluate_held_out(params: Params, dataset_dir: Path = DATASET_DIR, policy_dir: Path = POLICY_DIR,
                       reference_dir: Path = REFERENCE_DIR, metrics_file: Path = METRICS_FILE) -> dict:
-    frame, manifest = read_dataset(dataset_dir)
+    frame, _ = read_dataset(dataset_dir)
     metrics = evaluate(params, policy_dir, pairs(frame[frame["split"] == "test"]), reference_dir)
     _write_json(metrics_file, metrics)
     return metrics
