@@ -126,18 +126,37 @@ def test_dvc_repro_right_after_has_nothing_to_do(first_run, project):
     assert "neg_logp_delta" in shown.stdout
 
 
-def test_bad_data_stops_the_run_and_leaves_registry_and_dataset_untouched(first_run, project):
+def _empty_rejected(line: str) -> str:
+    row = json.loads(line)
+    return json.dumps({**row, "rejected": row["rejected"][: row["rejected"].rindex("Assistant:") + len("Assistant:")]})
+
+
+CORRUPTIONS = {  # name -> (lines -> corrupted lines, 1-based line of the fault, rule named)
+    "malformed_line": (lambda ls: ls[:40] + ['{"chosen": "unterminated'] + ls[41:], 41, "malformed_json"),
+    "missing_field": (lambda ls: ls[:40] + [json.dumps({"chosen": json.loads(ls[40])["chosen"]})] + ls[41:], 41,
+                      "missing_field"),
+    "empty_response": (lambda ls: ls[:40] + [_empty_rejected(ls[40])] + ls[41:], 41, "non_empty_text"),
+    "duplicate": (lambda ls: ls[:60] + [ls[10]] + ls[60:], 61, "duplicate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_bad_data_stops_the_run_and_leaves_registry_and_dataset_untouched(case, first_run, project):
     from flows.retrain import retrain
 
+    corrupt, line, rule = CORRUPTIONS[case]
     good_manifest = (project / "artifacts/dataset/manifest.json").read_text()
     lines = (project / "data/small.jsonl").read_text().splitlines()
-    (project / "data/bad.jsonl").write_text("\n".join(lines[:60] + [lines[10]] + lines[60:]) + "\n")
+    (project / "data/bad.jsonl").write_text("\n".join(corrupt(lines)) + "\n")
     set_source(project, "data/bad.jsonl")
     try:
         with pytest.raises(Exception):
             retrain(root=str(project))
+        ingest = subprocess.run([str(Path(sys.executable).parent / "alignpipe"), "stage", "ingest"],
+                                cwd=project, capture_output=True, text=True)
     finally:
         set_source(project, "data/small.jsonl")
+    assert ingest.returncode == 2 and f"data/bad.jsonl:{line}: {rule}" in ingest.stderr
     client = mlflow.MlflowClient()
     assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")] == ["1"]
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
