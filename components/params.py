@@ -70,6 +70,9 @@ class SequenceParams:
 class ForgetParams:
     op: str = "reset_top"
     blocks: int = 1
+    keep: float = 0.5
+    shrink: float = 0.5
+    noise: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class AnchorParams:
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 32
+    drop_pattern: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from components.modeling.sequences import Encoded, encode, score
 from components.params import AnchorParams, RelearnParams, load_params
 from components.training.anchors import sample_anchors
 from components.training.cycles import run_cycles
+from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
 from components.training.relearn import RelearnExample, relearn
 from components.training.sft import supervised_finetune
 from conftest import REPO_ROOT, TINY_TEXTS
@@ -45,7 +47,7 @@ def relearn_params(objective: str) -> RelearnParams:
     return RelearnParams(objective=objective, steps=6, batch_size=2, learning_rate=1e-2, alpha=0.1, beta=0.1)
 
 
-@pytest.mark.parametrize("objective", ["d2o", "npo", "ga"])
+@pytest.mark.parametrize("objective", ["d2o", "dpo", "kto", "npo", "ga"])
 def test_relearn_pushes_negatives_down_and_never_touches_the_reference(tiny_model_dir, tokenizer, objective):
     reference = load_model(tiny_model_dir)
     policy = copy.deepcopy(reference)
@@ -56,11 +58,15 @@ def test_relearn_pushes_negatives_down_and_never_touches_the_reference(tiny_mode
     if objective == "d2o":
         anchors = sample_anchors(reference, reference, tokenizer, [n.prompt_ids for n in negatives],
                                  AnchorParams(k=2, max_new_tokens=8), seed=0)
-        assert anchors.ref_logps.shape == (len(negatives), 2)
-        examples = [RelearnExample(n, float(r), tuple(Encoded(n.prompt_ids, a) for a in group), tuple(logps.tolist()))
-                    for n, r, group, logps in zip(negatives, ref_neg, anchors.responses, anchors.ref_logps)]
+        examples = with_anchors(negatives, ref_neg, anchors, tokenizer)
+    elif objective == "dpo":
+        rows = pd.DataFrame({"pair_id": [f"p{i}" for i in range(len(TRAIN_QUESTIONS))]})
+        train = pd.DataFrame({"label": POSITIVE, "pair_id": rows["pair_id"], "response": GOOD})
+        examples = with_chosen(negatives, ref_neg, rows, train, reference, tokenizer, 16)
+    elif objective == "kto":
+        examples = with_mismatched(negatives, ref_neg, reference, tokenizer)
     else:
-        examples = [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
+        examples = plain(negatives, ref_neg)
 
     stats = relearn(policy, tokenizer, examples, relearn_params(objective), seed=0)
 
@@ -72,11 +78,11 @@ def test_relearn_pushes_negatives_down_and_never_touches_the_reference(tiny_mode
     assert policy_neg.sum() < ref_neg.sum()
 
 
-def test_relearn_rejects_an_objective_it_does_not_wire(tiny_model_dir, tokenizer):
+def test_relearn_rejects_an_unknown_objective(tiny_model_dir, tokenizer):
     model = load_model(tiny_model_dir)
     example = RelearnExample(encode(tokenizer, prompt("Hi?"), BAD, 32, 16), -10.0)
     with pytest.raises(ValueError, match="cycles.relearn.objective"):
-        relearn(model, tokenizer, [example], relearn_params("dpo"), seed=0)
+        relearn(model, tokenizer, [example], relearn_params("simpo"), seed=0)
 
 
 # --- supervised fine-tuning ------------------------------------------------------------------

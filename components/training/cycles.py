@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
-from components.data.records import NEGATIVE
+from components.data.records import NEGATIVE, POSITIVE
 from components.evaluation.metrics import logp_metrics, score_pairs
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import Params
 from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import forget
-from components.training.relearn import RelearnExample, relearn
+from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
+from components.training.relearn import check_objective, relearn
 
 
 @dataclass(frozen=True)
@@ -46,23 +47,18 @@ def separation(metrics: dict) -> float:
     return metrics["pos_logp_delta"] - metrics["neg_logp_delta"]
 
 
-def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int) -> pd.DataFrame:
+def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False) -> pd.DataFrame:
+    """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
+    whose pair has a positive in ``train`` (DPO needs both sides)."""
     negatives = train[train["label"] == NEGATIVE].sort_values("id")
+    if paired:
+        positive_pairs = train.loc[train["label"] == POSITIVE, "pair_id"].dropna()
+        negatives = negatives[negatives["pair_id"].isin(set(positive_pairs))]
     if max_prompts and len(negatives) > max_prompts:
         negatives = negatives.sample(n=max_prompts, random_state=seed)
     if negatives.empty:
         raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
     return negatives
-
-
-def _examples(prompts: list[list[int]], negatives: list[Encoded], ref_neg: torch.Tensor,
-              anchors: AnchorSet | None) -> list[RelearnExample]:
-    if anchors is None:
-        return [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
-    return [
-        RelearnExample(n, float(r), tuple(Encoded(p, a) for a in group), tuple(float(x) for x in ref_anchor))
-        for p, n, r, group, ref_anchor in zip(prompts, negatives, ref_neg, anchors.responses, anchors.ref_logps)
-    ]
 
 
 def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFrame, params: Params,
@@ -72,28 +68,37 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     policy = copy.deepcopy(reference)
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
-    negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed)
+    objective = cfg.relearn.objective
+    check_objective(objective)
+    negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed, paired=objective == "dpo")
     prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in negatives["prompt"]]
     negative_ids = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens))
                     for p, r in zip(prompts, negatives["response"])]
     ref_neg, _ = score(reference, negative_ids, tokenizer.pad_token_id)
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
     best = logp_metrics(ref_dev, ref_dev)
-    needs_anchors = cfg.relearn.objective == "d2o"
+    fixed_examples = {
+        "dpo": lambda: with_chosen(negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens),
+        "kto": lambda: with_mismatched(negative_ids, ref_neg, reference, tokenizer),
+        "npo": lambda: plain(negative_ids, ref_neg),
+        "ga": lambda: plain(negative_ids, ref_neg),
+    }
+    examples = fixed_examples[objective]() if objective != "d2o" else None
     anchors: AnchorSet | None = None
     records = []
     for cycle in range(1, cfg.count + 1):
         started = time.perf_counter()
         cycle_seed = params.seed + cycle
         snapshot = {name: tensor.clone() for name, tensor in policy.state_dict().items()}
-        if needs_anchors and (anchors is None or cfg.anchors.mode == "online"):
+        if objective == "d2o" and (anchors is None or cfg.anchors.mode == "online"):
             sampler = reference if cfg.anchors.mode == "offline" else policy
             log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(prompts)} prompts ({cfg.anchors.mode})")
             anchors = sample_anchors(sampler, reference, tokenizer, prompts, cfg.anchors, cycle_seed)
+            examples = with_anchors(negative_ids, ref_neg, anchors, tokenizer, cfg.anchors.drop_pattern)
         forget_op = "none" if cycle == 1 else cfg.forget.op
         forget(policy, forget_op, cfg.forget.blocks, cycle_seed)
         log(f"cycle {cycle}: forget={forget_op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
-        loss = relearn(policy, tokenizer, _examples(prompts, negative_ids, ref_neg, anchors), cfg.relearn, cycle_seed)
+        loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed)
         dev = logp_metrics(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev)
         accepted = separation(dev) > separation(best) and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop
         if accepted:

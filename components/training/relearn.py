@@ -1,9 +1,14 @@
-"""The relearn step: train the policy on negatives with a negatives-only objective.
+"""The relearn step: train the policy on negatives with one of alignpipe's objectives.
 
 Built on ``transformers.Trainer`` (checkpointing, accumulation, mixed precision and
 multi-GPU launch come from the library); alignpipe supplies the dataset, the collator and
-the loss. One batch holds B negatives and, for D2O, their B×K anchors in a single padded
-forward pass; reference log-probs arrive precomputed.
+the loss. Each negative travels with its *companions*, scored in the same padded forward
+pass, with reference log-probs precomputed so the reference never runs during training:
+
+- ``d2o``: K sampled anchors (an optional mask drops some);
+- ``dpo``: the paired chosen response (K = 1);
+- ``kto``: a mismatched (prompt, response) pair, for the KL estimate z0 (K = 1);
+- ``npo``, ``ga``: none.
 """
 
 from __future__ import annotations
@@ -15,18 +20,20 @@ from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
 from components.params import RelearnParams
-from components.training.losses import d2o_loss, ga_loss, npo_loss
+from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss
 from components.training.trainer_args import training_arguments
 
-NEGATIVES_ONLY_OBJECTIVES = ("d2o", "npo", "ga")
+OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga")
+COMPANIONS = {"d2o": "anchors", "dpo": "chosen", "kto": "mismatched", "npo": None, "ga": None}
 
 
 @dataclass(frozen=True)
 class RelearnExample:
     negative: Encoded
     ref_neg_logp: float
-    anchors: tuple[Encoded, ...] = ()
-    ref_anchor_logps: tuple[float, ...] = ()
+    companions: tuple[Encoded, ...] = ()
+    ref_companion_logps: tuple[float, ...] = ()
+    companion_mask: tuple[bool, ...] | None = None   # d2o: False drops an anchor
 
 
 class RelearnCollator:
@@ -34,15 +41,38 @@ class RelearnCollator:
         self.pad_id = pad_id
 
     def __call__(self, examples: list[RelearnExample]) -> dict[str, torch.Tensor]:
-        sequences = [e.negative for e in examples] + [a for e in examples for a in e.anchors]
+        sequences = [e.negative for e in examples] + [c for e in examples for c in e.companions]
         batch = collate(sequences, self.pad_id)
+        n = len(examples)
+        masks = [e.companion_mask or (True,) * len(e.companions) for e in examples]
         return {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
             "response_mask": batch.response_mask,
             "ref_neg_logps": torch.tensor([e.ref_neg_logp for e in examples]),
-            "ref_anchor_logps": torch.tensor([e.ref_anchor_logps for e in examples]).view(len(examples), -1),
+            "ref_companion_logps": torch.tensor([e.ref_companion_logps for e in examples]).view(n, -1),
+            "companion_mask": torch.tensor(masks, dtype=torch.bool).view(n, -1),
         }
+
+
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"cycles.relearn.objective: {objective!r} is not one of {OBJECTIVES}")
+
+
+def objective_losses(relearn: RelearnParams, policy_neg, ref_neg, policy_comp, ref_comp, comp_mask=None) -> torch.Tensor:
+    """Per-example loss of ``relearn.objective`` from summed log-probs (``[B]`` and ``[B, K]``)."""
+    check_objective(relearn.objective)
+    if relearn.objective == "d2o":
+        return d2o_loss(policy_comp, ref_comp, policy_neg, ref_neg, relearn.alpha, relearn.beta, comp_mask)
+    if relearn.objective == "dpo":
+        return dpo_loss(policy_comp[:, 0], ref_comp[:, 0], policy_neg, ref_neg, relearn.beta)
+    if relearn.objective == "kto":
+        z0 = (policy_comp[:, 0] - ref_comp[:, 0]).mean().clamp(min=0).detach()
+        return kto_undesirable_loss(policy_neg, ref_neg, relearn.beta, z0)
+    if relearn.objective == "npo":
+        return npo_loss(policy_neg, ref_neg, relearn.beta)
+    return ga_loss(policy_neg)
 
 
 class RelearnTrainer(Trainer):
@@ -56,27 +86,16 @@ class RelearnTrainer(Trainer):
         batch = SequenceBatch(inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
         logps, _ = sequence_logps(model, batch)
         n_neg = inputs["ref_neg_logps"].shape[0]
-        policy_neg, policy_anchors = logps[:n_neg], logps[n_neg:].view(n_neg, -1)
-        losses = objective_losses(self.relearn, policy_neg, inputs["ref_neg_logps"],
-                                  policy_anchors, inputs["ref_anchor_logps"])
+        policy_neg, policy_comp = logps[:n_neg], logps[n_neg:].view(n_neg, -1)
+        losses = objective_losses(self.relearn, policy_neg, inputs["ref_neg_logps"], policy_comp,
+                                  inputs["ref_companion_logps"], inputs["companion_mask"])
         loss = losses.mean()
         return (loss, {"logps": logps}) if return_outputs else loss
 
 
-def objective_losses(relearn: RelearnParams, policy_neg, ref_neg, policy_anchors, ref_anchors) -> torch.Tensor:
-    if relearn.objective == "d2o":
-        return d2o_loss(policy_anchors, ref_anchors, policy_neg, ref_neg, relearn.alpha, relearn.beta)
-    if relearn.objective == "npo":
-        return npo_loss(policy_neg, ref_neg, relearn.beta)
-    if relearn.objective == "ga":
-        return ga_loss(policy_neg)
-    raise ValueError(f"cycles.relearn.objective: {relearn.objective!r} is not one of {NEGATIVES_ONLY_OBJECTIVES}")
-
-
 def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnParams, seed: int) -> dict[str, float]:
     """Train ``policy`` in place; returns the mean training loss."""
-    if params.objective not in NEGATIVES_ONLY_OBJECTIVES:
-        raise ValueError(f"cycles.relearn.objective: {params.objective!r} is not one of {NEGATIVES_ONLY_OBJECTIVES}")
+    check_objective(params.objective)
     args = training_arguments(params.steps, params.batch_size, params.learning_rate, seed)
     trainer = RelearnTrainer(model=policy, args=args, train_dataset=examples,
                              data_collator=RelearnCollator(tokenizer.pad_token_id), relearn=params)

@@ -1,0 +1,54 @@
+"""What each negative is trained *with*, per objective, with its reference log-probs.
+
+D2O's anchors are the model's own samples (``anchors.py``); DPO's companion is the paired
+chosen response; KTO's is a mismatched (prompt, response) pair from the same data, whose
+policy-minus-reference log-prob estimates the KL term z0. Reference log-probs are computed
+here once, so training never runs the reference.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from components.data.records import POSITIVE
+from components.modeling.sequences import Encoded, encode_response, score
+from components.training.anchors import AnchorSet
+from components.training.relearn import RelearnExample
+
+
+def with_anchors(negatives: list[Encoded], ref_neg, anchors: AnchorSet, tokenizer,
+                 drop_pattern: str = "") -> list[RelearnExample]:
+    """D2O examples; anchors whose text matches ``drop_pattern`` (a regex scorer) are masked."""
+    scorer = re.compile(drop_pattern) if drop_pattern else None
+    examples = []
+    for negative, ref, group, ref_group in zip(negatives, ref_neg, anchors.responses, anchors.ref_logps):
+        mask = None
+        if scorer is not None:
+            mask = tuple(scorer.search(tokenizer.decode(a, skip_special_tokens=True)) is None for a in group)
+        examples.append(RelearnExample(negative, float(ref), tuple(Encoded(negative.prompt_ids, a) for a in group),
+                                       tuple(float(x) for x in ref_group), mask))
+    return examples
+
+
+def with_chosen(negatives: list[Encoded], ref_neg, negative_rows: pd.DataFrame, train: pd.DataFrame,
+                reference, tokenizer, max_response_tokens: int) -> list[RelearnExample]:
+    """DPO examples: each negative with the positive response of the same pair."""
+    positives = train[train["label"] == POSITIVE].dropna(subset=["pair_id"]).set_index("pair_id")["response"]
+    chosen = [Encoded(n.prompt_ids, encode_response(tokenizer, positives[pid], max_response_tokens))
+              for n, pid in zip(negatives, negative_rows["pair_id"])]
+    ref_chosen, _ = score(reference, chosen, tokenizer.pad_token_id)
+    return [RelearnExample(n, float(r), (c,), (float(rc),)) for n, r, c, rc in zip(negatives, ref_neg, chosen, ref_chosen)]
+
+
+def with_mismatched(negatives: list[Encoded], ref_neg, reference, tokenizer) -> list[RelearnExample]:
+    """KTO examples: prompt i with the response of negative i+1, for the KL estimate z0."""
+    shifted = [Encoded(n.prompt_ids, negatives[(i + 1) % len(negatives)].response_ids) for i, n in enumerate(negatives)]
+    ref_shifted, _ = score(reference, shifted, tokenizer.pad_token_id)
+    return [RelearnExample(n, float(r), (m,), (float(rm),)) for n, r, m, rm in zip(negatives, ref_neg, shifted, ref_shifted)]
+
+
+def plain(negatives: list[Encoded], ref_neg) -> list[RelearnExample]:
+    """NPO and GA need nothing beside the negative."""
+    return [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
