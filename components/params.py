@@ -99,6 +99,7 @@ class RelearnParams:
 
 @dataclass(frozen=True)
 class CycleGateParams:
+    enabled: bool = True
     max_pos_drop: float = 0.5
 
 

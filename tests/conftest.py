@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated state per test session, and a tiny saved model to load."""
+"""Shared fixtures: isolated state per test session, and tiny saved models to load."""
 
 from __future__ import annotations
 
@@ -39,6 +39,30 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tokenizer = train_bpe_tokenizer(TINY_TEXTS, vocab_size=300)
     model = build_tiny_model(tokenizer, n_layer=2, n_embd=32, n_head=2, n_positions=128)
     return save_model(model, tokenizer, tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """The GPT-2 above, plus a Llama and a Qwen2 of the same size built from configs and saved the same way."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from components.modeling.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    dirs = {"gpt2": tiny_model_dir}
+    for name, config_class in {"llama": LlamaConfig, "qwen2": Qwen2Config}.items():
+        config = config_class(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(0)
+        dirs[name] = tmp_path_factory.mktemp(f"tiny-{name}")
+        AutoModelForCausalLM.from_config(config).save_pretrained(dirs[name])
+        tokenizer.save_pretrained(dirs[name])
+    return dirs
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,11 @@
-"""Models, token sequences and forgetting, on tiny GPT-2, Llama and Qwen2 models saved locally."""
+"""Models and token sequences, on tiny GPT-2, Llama and Qwen2 models saved locally (forgetting: test_forgetting.py)."""
 
-import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from components import stages
 from components.modeling.models import decoder_blocks, load_model, load_tokenizer
@@ -16,34 +13,14 @@ from components.modeling.sequences import (
     Encoded, collate, encode, encode_prompt, encode_response, sample_responses, score, sequence_logps,
 )
 from components.params import load_params
-from components.training.forgetting import forget
 from conftest import REPO_ROOT
 
 PROMPT = "Human: What is the capital of France?\n\nAssistant:"
-CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     return load_tokenizer(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tiny_model_dir, tokenizer, tmp_path_factory) -> dict[str, Path]:
-    """The conftest GPT-2, plus a Llama and a Qwen2 built from configs and saved the same way."""
-    dirs = {"gpt2": tiny_model_dir}
-    for name, config_class in CONFIGS.items():
-        config = config_class(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
-            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        torch.manual_seed(0)
-        dirs[name] = tmp_path_factory.mktemp(f"tiny-{name}")
-        AutoModelForCausalLM.from_config(config).save_pretrained(dirs[name])
-        tokenizer.save_pretrained(dirs[name])
-    return dirs
 
 
 def encoded(tokenizer, prompt=PROMPT, response="Paris is the capital of France."):
@@ -166,43 +143,3 @@ def test_local_hf_model_loads_and_becomes_the_reference(model_dirs, tmp_path, ar
     reference, ref_tokenizer = stages.load_reference(params, out_dir)
     sums, counts = score(reference, [encoded(ref_tokenizer)], ref_tokenizer.pad_token_id)
     assert torch.isfinite(sums).all() and counts.item() > 0
-
-
-# --- forgetting ------------------------------------------------------------------------------
-
-def trained_looking(model_dir):
-    """A loaded model with every weight moved off its initial value, as training would."""
-    model = load_model(model_dir)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
-    return model
-
-
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_reset_top_reinitialises_only_the_top_block(model_dirs, arch):
-    model = trained_looking(model_dirs[arch])
-    top = decoder_blocks(model)[-1]
-    top_ids = {id(p) for p in top.parameters()}
-    before = {name: p.detach().clone() for name, p in model.named_parameters(remove_duplicate=False)}
-
-    forget(model, "reset_top", 1, seed=0)
-
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        changed = not torch.equal(parameter, before[name])
-        assert changed == (id(parameter) in top_ids), name
-    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight  # still tied
-
-
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_forget_none_and_bad_settings(model_dirs, arch):
-    model = trained_looking(model_dirs[arch])
-    before = copy.deepcopy(model.state_dict())
-    forget(model, "none", 1, seed=0)
-    forget(model, "reset_top", 0, seed=0)
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    with pytest.raises(ValueError, match="cycles.forget.op"):
-        forget(model, "shrink_perturb", 1, seed=0)
-    with pytest.raises(ValueError, match="cycles.forget.blocks"):
-        forget(model, "reset_top", 3, seed=0)

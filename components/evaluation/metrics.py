@@ -76,6 +76,7 @@ def generation_metrics(policy, reference, tokenizer, prompts: list[str], seq: Se
 
 
 def _token_kl(policy, reference, batch: SequenceBatch) -> tuple[float, int]:
+    batch = batch.to(policy.device)
     policy_logp = F.log_softmax(policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float(), -1)
     ref_logp = F.log_softmax(reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float(), -1)
     kl = (policy_logp.exp() * (policy_logp - ref_logp)).sum(-1)

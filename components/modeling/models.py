@@ -42,7 +42,8 @@ def load_model(name_or_path: str | Path, trust_remote_code: bool = False, dtype:
         str(name_or_path), trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
     )
     disable_dropout(model)
-    return model.eval()
+    # policy and reference must share a device: the Trainer moves the policy to a GPU if there is one
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
 
 
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):

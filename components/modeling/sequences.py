@@ -28,6 +28,10 @@ class SequenceBatch:
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
 
+    def to(self, device) -> "SequenceBatch":
+        """The batch on ``device`` (the model's: the Trainer may have moved it to a GPU)."""
+        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device))
+
 
 def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
     return tokenizer(prompt, add_special_tokens=True)["input_ids"][-max_prompt_tokens:]
@@ -62,6 +66,7 @@ def collate(sequences: list[Encoded], pad_id: int) -> SequenceBatch:
 
 def token_logps(model, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of each next token ``[N, T-1]`` and the matching response mask."""
+    batch = batch.to(model.device)
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     targets = batch.input_ids[:, 1:]
     logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
@@ -80,8 +85,8 @@ def score(model, sequences: list[Encoded], pad_id: int, batch_size: int = 32) ->
     sums, counts = [], []
     for start in range(0, len(sequences), batch_size):
         total, n = sequence_logps(model, collate(sequences[start : start + batch_size], pad_id))
-        sums.append(total)
-        counts.append(n)
+        sums.append(total.cpu())
+        counts.append(n.cpu())
     if not sums:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long)
     return torch.cat(sums), torch.cat(counts)
@@ -113,8 +118,8 @@ def sample_responses(
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention_mask[row, width - len(ids) :] = 1
         generated = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
             do_sample=True,
             temperature=temperature,
             top_p=top_p,

@@ -13,17 +13,18 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 import torch
 
 from components.data.records import NEGATIVE, POSITIVE
 from components.evaluation.metrics import logp_metrics, score_pairs
+from components.modeling.models import decoder_blocks
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import Params
 from components.training.anchors import AnchorSet, sample_anchors
-from components.training.forgetting import forget
+from components.training.forgetting import check_forget, forget
 from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
 from components.training.relearn import check_objective, relearn
 
@@ -70,6 +71,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         parameter.requires_grad_(False)
     objective = cfg.relearn.objective
     check_objective(objective)
+    check_forget(cfg.forget, len(decoder_blocks(policy)))  # before cycle 1 trains, though it forgets nothing
     negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed, paired=objective == "dpo")
     prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in negatives["prompt"]]
     negative_ids = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens))
@@ -95,17 +97,19 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
             log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(prompts)} prompts ({cfg.anchors.mode})")
             anchors = sample_anchors(sampler, reference, tokenizer, prompts, cfg.anchors, cycle_seed)
             examples = with_anchors(negative_ids, ref_neg, anchors, tokenizer, cfg.anchors.drop_pattern)
-        forget_op = "none" if cycle == 1 else cfg.forget.op
-        forget(policy, forget_op, cfg.forget.blocks, cycle_seed)
-        log(f"cycle {cycle}: forget={forget_op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
+        # cycle 1 relearns from the reference itself; forgetting starts with cycle 2
+        forgetting = replace(cfg.forget, op="none") if cycle == 1 else cfg.forget
+        forget(policy, forgetting, cycle_seed)
+        log(f"cycle {cycle}: forget={forgetting.op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
         loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed)
         dev = logp_metrics(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev)
-        accepted = separation(dev) > separation(best) and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop
+        accepted = not cfg.gate.enabled or (
+            separation(dev) > separation(best) and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop)
         if accepted:
             best = dev
         else:
             policy.load_state_dict(snapshot)
-        record = CycleRecord(cycle, forget_op, accepted, loss["relearn_train_loss"], dev["neg_logp_delta"],
+        record = CycleRecord(cycle, forgetting.op, accepted, loss["relearn_train_loss"], dev["neg_logp_delta"],
                              dev["pos_logp_delta"], dev["pref_accuracy"], round(time.perf_counter() - started, 2))
         log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation {separation(dev):.4f}, "
             f"neg_logp_delta {dev['neg_logp_delta']:.4f}, pos_logp_delta {dev['pos_logp_delta']:.4f})")
