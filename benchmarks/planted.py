@@ -32,14 +32,17 @@ import components  # noqa: F401  (quiet/offline defaults)
 import torch
 from transformers import set_seed
 
-from components.data.records import NEGATIVE, POSITIVE, Record, render_turns, to_frame
+from components.data.records import NEGATIVE, POSITIVE, Record, pairs, render_turns, to_frame
 from components.evaluation.metrics import distinct_n, generation_metrics
 from components.modeling.models import build_tiny_model
 from components.modeling.sequences import Encoded, encode, encode_prompt, sample_responses, score
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.training.anchors import sample_anchors
 from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
+from components.training.cycles import run_cycles
 from components.training.relearn import relearn
+from components.evaluation.relearn_probe import relearn_resistance
+from components.params import load_params
 from components.training.sft import supervised_finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,6 +137,8 @@ class Bench:
         negatives = [r for r in self.train if r.label == NEGATIVE]
         self.negative_rows = to_frame(negatives)
         self.pair_frame = to_frame(data["alternatives"])
+        self.cycle_train = to_frame(negatives + data["alternatives"])
+        self.cycle_dev = pairs(to_frame([r for r in self.test if r.pair_id]))
         self.negatives = [encode(tok, r.prompt, r.response, lp, lr_) for r in negatives]
         self.ref_neg, _ = score(self.reference, self.negatives, tok.pad_token_id)
         advice_test = sorted({r.prompt for r in self.test if r.pair_id})  # held-out advice prompts
@@ -184,6 +189,27 @@ class Bench:
         seconds = time.perf_counter() - started
         return self.summary(self.measure(policy), seconds)
 
+    def run_cycles(self, count: int, forget_op: str) -> dict:
+        """D2O (anchors filtered by the marker scorer) through the pipeline's own cycles, per-cycle
+        gate off, total steps fixed; then the relearn-resistance probe."""
+        a = self.args
+        params = load_params(REPO / "params.yaml", overrides={
+            "seed": a.seed, "sequence.max_prompt_tokens": a.max_prompt_tokens,
+            "sequence.max_response_tokens": a.max_response_tokens,
+            "cycles.count": count, "cycles.forget.op": forget_op, "cycles.gate.enabled": False,
+            "cycles.anchors.k": a.k, "cycles.anchors.max_new_tokens": a.max_response_tokens,
+            "cycles.anchors.drop_pattern": MARKER, "cycles.relearn.objective": "d2o",
+            "cycles.relearn.steps": a.steps // count, "cycles.relearn.batch_size": a.batch_size,
+            "cycles.relearn.learning_rate": a.lr, "cycles.relearn.max_prompts": 0,
+            "cycles.relearn.alpha": a.alpha, "cycles.relearn.beta": a.beta})
+        started = time.perf_counter()
+        policy, _ = run_cycles(self.reference, self.tokenizer, self.cycle_train, self.cycle_dev, params, log=lambda _: None)
+        seconds = time.perf_counter() - started
+        row = self.summary(self.measure(policy), seconds)
+        probe = relearn_resistance(policy, self.reference, self.tokenizer, self.negatives[: a.attack_examples],
+                                   self.test_negatives, a.attack_steps, a.attack_lr, a.seed)
+        return {**row, **{k: round(v, 4) for k, v in probe.items()}}
+
     def summary(self, after: dict, seconds: float) -> dict:
         before = self.before
         return {
@@ -222,11 +248,17 @@ def parse_args(argv=None):
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="relearn steps per objective (same for all)")
+    parser.add_argument("--sft-steps", type=int, default=None)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.2, help="share of mislabelled pairs for dpo_noisy")
     parser.add_argument("--marker-fraction", type=float, default=0.5)
     parser.add_argument("--skip-cycles", action="store_true", help="skip the forget-and-relearn comparison")
+    parser.add_argument("--forget-ops", default="reset_top,shrink_perturb", help="forgetting ops to compare")
+    parser.add_argument("--cycles", type=int, default=3, help="cycles that share the relearn step budget")
+    parser.add_argument("--attack-steps", type=int, default=5, help="relearn-resistance probe: fine-tuning steps")
+    parser.add_argument("--attack-lr", type=float, default=5e-4)
+    parser.add_argument("--attack-examples", type=int, default=8)
     args = parser.parse_args(argv)
     size = dict(layers=2, width=128, vocab=1024, sft_steps=800, steps=150, batch_size=8, samples=4,
                 held_out_topics=12, kl_prompts=16) if args.quick else \
@@ -251,6 +283,12 @@ def main(argv=None) -> int:
         results[objective] = bench.run(objective)
         print(f"{objective:>10}: {results[objective]}", flush=True)
     print_table(results)
+    if not args.skip_cycles:
+        cycles = {"1 cycle (no forgetting)": bench.run_cycles(1, "none")}
+        for op in args.forget_ops.split(","):
+            cycles[f"{args.cycles} cycles, {op}"] = bench.run_cycles(args.cycles, op)
+            print(f"{op}: {cycles[f'{args.cycles} cycles, {op}']}", flush=True)
+        print_table(cycles, PROBE_KEYS)
     out = Path(args.out)
     plot(results, out, "quick" if args.quick else "full")
     print(json.dumps({name: {k: v for k, v in r.items() if k in JSON_KEYS} for name, r in results.items()}))
@@ -260,10 +298,14 @@ def main(argv=None) -> int:
 JSON_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2")
 
 
-def print_table(results: dict) -> None:
-    keys = ["marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2", "neg_logp_delta",
-            "train_seconds"]
-    print("\n| objective | " + " | ".join(keys) + " |")
+TABLE_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2",
+              "neg_logp_delta", "train_seconds")
+PROBE_KEYS = ("marker_rate_after", "helpful_nll_change", "kl_ref", "neg_logp_delta", "probe_neg_logp_delta_before",
+              "probe_neg_logp_delta_after", "probe_recovery", "train_seconds")
+
+
+def print_table(results: dict, keys=TABLE_KEYS) -> None:
+    print("\n| run | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for name, row in results.items():
         print(f"| {name} | " + " | ".join(f"{row[k]}" for k in keys) + " |")

@@ -66,7 +66,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
                log: Callable[[str], None] = print) -> tuple[torch.nn.Module, list[CycleRecord]]:
     """Return the final policy (a trained copy of ``reference``) and one record per cycle."""
     seq, cfg = params.sequence, params.cycles
-    policy = copy.deepcopy(reference)
+    policy = copy.deepcopy(reference).requires_grad_(True)  # trainable even if the caller froze the reference
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
     objective = cfg.relearn.objective
