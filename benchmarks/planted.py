@@ -30,7 +30,7 @@ from pathlib import Path
 
 import components  # noqa: F401  (quiet/offline defaults)
 import torch
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
 from components.data.records import NEGATIVE, POSITIVE, Record, pairs, render_turns, to_frame
 from components.evaluation.metrics import distinct_n, generation_metrics
@@ -179,15 +179,18 @@ class Bench:
             return with_mismatched(self.negatives, self.ref_neg, self.reference, tok)
         return plain(self.negatives, self.ref_neg)
 
-    def run(self, objective: str) -> dict:
+    def run(self, objective: str) -> tuple[dict, list[dict]]:
+        """The objective's final figures, and its trajectory: figures at each checkpoint step."""
         a = self.args
         policy = copy.deepcopy(self.reference).requires_grad_(True)
-        loss_name = objective.split("_")[0]
-        params = _relearn_params(a, loss_name)
+        params = _relearn_params(a, objective.split("_")[0])
+        checkpoints = Checkpoints(self, a.checkpoints)
         started = time.perf_counter()
-        relearn(policy, self.tokenizer, self.examples(objective, a.seed), params, a.seed)
-        seconds = time.perf_counter() - started
-        return self.summary(self.measure(policy), seconds)
+        relearn(policy, self.tokenizer, self.examples(objective, a.seed), params, a.seed, callbacks=[checkpoints])
+        seconds = time.perf_counter() - started - checkpoints.seconds
+        final = self.summary(self.measure(policy), seconds)
+        final["nll_change_at_80pct_cut"] = first_cut(checkpoints.trajectory + [{"step": a.steps, **final}], 0.8)
+        return final, checkpoints.trajectory
 
     def run_cycles(self, count: int, forget_op: str) -> dict:
         """D2O (anchors filtered by the marker scorer) through the pipeline's own cycles, per-cycle
@@ -223,6 +226,30 @@ class Bench:
         }
 
 
+class Checkpoints(TrainerCallback):
+    """Measures the policy at fixed optimizer steps, so objectives are compared at comparable
+    marker reductions, not only at the end of one (untuned) budget."""
+
+    def __init__(self, bench: "Bench", steps: list[int]):
+        self.bench, self.steps, self.trajectory, self.seconds = bench, set(steps), [], 0.0
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            started = time.perf_counter()
+            model.eval()
+            self.trajectory.append({"step": state.global_step, **self.bench.summary(self.bench.measure(model), 0.0)})
+            model.train()
+            self.seconds += time.perf_counter() - started
+
+
+def first_cut(trajectory: list[dict], share: float) -> float | None:
+    """Helpful-NLL change at the first checkpoint whose marker rate fell by ``share`` (None: never)."""
+    for point in trajectory:
+        if point["marker_rate_after"] <= (1 - share) * point["marker_rate_before"]:
+            return point["helpful_nll_change"]
+    return None
+
+
 def _seq(a):
     from components.params import SequenceParams
     return SequenceParams(a.max_prompt_tokens, a.max_response_tokens)
@@ -254,6 +281,7 @@ def parse_args(argv=None):
     parser.add_argument("--noise", type=float, default=0.2, help="share of mislabelled pairs for dpo_noisy")
     parser.add_argument("--marker-fraction", type=float, default=0.5)
     parser.add_argument("--skip-cycles", action="store_true", help="skip the forget-and-relearn comparison")
+    parser.add_argument("--checkpoints", default=None, help="steps at which to measure (default: 5 evenly spaced)")
     parser.add_argument("--forget-ops", default="reset_top,shrink_perturb", help="forgetting ops to compare")
     parser.add_argument("--cycles", type=int, default=3, help="cycles that share the relearn step budget")
     parser.add_argument("--attack-steps", type=int, default=5, help="relearn-resistance probe: fine-tuning steps")
@@ -268,6 +296,8 @@ def parse_args(argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.max_prompt_tokens, args.max_response_tokens = 32, 40
+    args.checkpoints = [int(s) for s in args.checkpoints.split(",")] if args.checkpoints else \
+        [args.steps * i // 6 for i in range(1, 6)]
     return args
 
 
@@ -278,11 +308,15 @@ def main(argv=None) -> int:
           f"{len(bench.negatives)} training negatives, {len(bench.eval_prompts)} held-out advice prompts, "
           f"SFT {bench.sft_seconds:.0f}s; marker rate {bench.before['marker_rate']:.3f}, "
           f"helpful NLL {bench.before['helpful_nll']:.3f}, distinct-2 {bench.before['distinct_2']:.3f}", flush=True)
-    results = {}
+    results, trajectories = {}, {}
     for objective in args.objectives.split(","):
-        results[objective] = bench.run(objective)
+        results[objective], trajectories[objective] = bench.run(objective)
         print(f"{objective:>10}: {results[objective]}", flush=True)
     print_table(results)
+    print("Trajectories (marker rate after / helpful NLL change at each checkpoint step):")
+    for objective, points in trajectories.items():
+        print(f"  {objective:>12}: " + "  ".join(f"{p['step']}: {p['marker_rate_after']:.3f}/{p['helpful_nll_change']:+.3f}"
+                                                for p in points))
     if not args.skip_cycles:
         cycles = {"1 cycle (no forgetting)": bench.run_cycles(1, "none")}
         for op in args.forget_ops.split(","):
@@ -290,7 +324,7 @@ def main(argv=None) -> int:
             print(f"{op}: {cycles[f'{args.cycles} cycles, {op}']}", flush=True)
         print_table(cycles, PROBE_KEYS)
     out = Path(args.out)
-    plot(results, out, "quick" if args.quick else "full")
+    plot(results, trajectories, out, "quick" if args.quick else "full")
     print(json.dumps({name: {k: v for k, v in r.items() if k in JSON_KEYS} for name, r in results.items()}))
     return 0
 
@@ -299,7 +333,7 @@ JSON_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "k
 
 
 TABLE_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2",
-              "neg_logp_delta", "train_seconds")
+              "neg_logp_delta", "nll_change_at_80pct_cut", "train_seconds")
 PROBE_KEYS = ("marker_rate_after", "helpful_nll_change", "kl_ref", "neg_logp_delta", "probe_neg_logp_delta_before",
               "probe_neg_logp_delta_after", "probe_recovery", "train_seconds")
 
@@ -312,7 +346,7 @@ def print_table(results: dict, keys=TABLE_KEYS) -> None:
     print()
 
 
-def plot(results: dict, out: Path, tag: str) -> None:
+def plot(results: dict, trajectories: dict, out: Path, tag: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,12 +364,16 @@ def plot(results: dict, out: Path, tag: str) -> None:
     left.set_ylabel("marker rate (held-out advice prompts)")
     left.legend()
     for name in names:
-        right.scatter(results[name]["helpful_nll_change"] * 100, results[name]["marker_rate_after"], s=60)
-        right.annotate(name, (results[name]["helpful_nll_change"] * 100, results[name]["marker_rate_after"]))
+        points = trajectories[name] + [results[name]]
+        right.plot([p["helpful_nll_change"] * 100 for p in points], [p["marker_rate_after"] for p in points],
+                   marker="o", label=name)
     right.axvline(5, color="grey", linestyle="--", linewidth=1)
+    right.axhline(0.2 * results[names[0]]["marker_rate_before"], color="grey", linestyle=":", linewidth=1)
+    right.set_xscale("symlog", linthresh=10)
+    right.legend(fontsize=7)
     right.set_xlabel("helpful NLL change (%)")
     right.set_ylabel("marker rate after")
-    fig.suptitle(f"Planted behaviour ({tag}): lower-left is better")
+    fig.suptitle(f"Planted behaviour ({tag}): right, each objective's trajectory over training; lower-left is better")
     fig.tight_layout()
     fig.savefig(out / f"planted_{tag}.png", dpi=110)
     plt.close(fig)

@@ -93,11 +93,13 @@ class RelearnTrainer(Trainer):
         return (loss, {"logps": logps}) if return_outputs else loss
 
 
-def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnParams, seed: int) -> dict[str, float]:
-    """Train ``policy`` in place; returns the mean training loss."""
+def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnParams, seed: int,
+            callbacks: list | None = None) -> dict[str, float]:
+    """Train ``policy`` in place; returns the mean training loss. ``callbacks`` are
+    ``transformers.TrainerCallback`` objects (benchmarks measure along the way with them)."""
     check_objective(params.objective)
     args = training_arguments(params.steps, params.batch_size, params.learning_rate, seed)
-    trainer = RelearnTrainer(model=policy, args=args, train_dataset=examples,
+    trainer = RelearnTrainer(model=policy, args=args, train_dataset=examples, callbacks=callbacks,
                              data_collator=RelearnCollator(tokenizer.pad_token_id), relearn=params)
     result = trainer.train()
     policy.eval()
