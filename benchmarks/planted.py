@@ -324,7 +324,7 @@ def main(argv=None) -> int:
             print(f"{op}: {cycles[f'{args.cycles} cycles, {op}']}", flush=True)
         print_table(cycles, PROBE_KEYS)
     out = Path(args.out)
-    plot(results, trajectories, out, "quick" if args.quick else "full")
+    plot(results, trajectories, out, f"{'quick' if args.quick else 'full'}_seed{args.seed}")
     print(json.dumps({name: {k: v for k, v in r.items() if k in JSON_KEYS} for name, r in results.items()}))
     return 0
 
