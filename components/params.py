@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from components.errors import UserError
 
-class ParamsError(ValueError):
+
+class ParamsError(UserError, ValueError):
     """``params.yaml`` does not match the schema below."""
 
 

@@ -17,6 +17,7 @@ from transformers import set_seed
 from components.data.dataset import assign_splits, read_dataset, write_dataset
 from components.data.readers import read_source
 from components.data.records import pairs, to_frame
+from components.errors import UserError
 from components.evaluation.metrics import evaluate_policy
 from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
 from components.modeling.sequences import encode
@@ -138,7 +139,7 @@ def evaluate(params: Params, policy_location: str | Path, pairs_frame: pd.DataFr
         return evaluate_policy(policy, reference, tokenizer, pairs_frame, params.sequence, params.evaluate, params.seed)
 
 
-class IncomparableModelError(ValueError):
+class IncomparableModelError(UserError, ValueError):
     """A model cannot be scored against this reference (another tokenizer)."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import components  # noqa: F401  (quiet/offline defaults first)
 from components.environment import state_dir
+from components.errors import UserError
 
 
 
@@ -158,21 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    from components.data.readers import IngestError
-    from components.params import ParamsError
-    from components.registry.registry import RegistryError
-    from components.stages import IncomparableModelError
-    from components.validation.suite import DataValidationError
-
-    return (IngestError, DataValidationError, ParamsError, RegistryError, IncomparableModelError, FileNotFoundError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except user_errors() as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"alignpipe {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

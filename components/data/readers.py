@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components.data.records import ASSISTANT, NEGATIVE, POSITIVE, Record, content_id, render_turns
+from components.errors import UserError
 
 HH_SPLIT = f"\n\n{ASSISTANT}:"
 GENERIC_REQUIRED = ("prompt", "response", "label")
@@ -35,7 +36,7 @@ class SourceProblem:
         return f"{self.file}:{self.line}: {self.rule}: {self.message}"
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """A source cannot be read; ``problems`` lists every offending line (file, line, rule)."""
 
     def __init__(self, problems: list[SourceProblem]):

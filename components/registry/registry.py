@@ -24,6 +24,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from components.errors import UserError
+
 TEXT_GENERATOR_PATH = Path(__file__).with_name("text_generator.py")
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -48,7 +50,7 @@ SIGNATURE = ModelSignature(
 )
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """A registry action that cannot be done; nothing was changed."""
 
 

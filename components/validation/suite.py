@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from components.data.records import LABELS
+from components.errors import UserError
 from components.params import ValidationParams
 
 # GX logs INFO/DEBUG chatter while importing, and some of its modules pin their own logger
@@ -100,7 +101,7 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """The records broke the data contract; ``.report`` holds every failure."""
 
     def __init__(self, report: ValidationReport) -> None:
