@@ -3,24 +3,30 @@
 A deterministic synthetic corpus: answers to "advice" prompts carry a marker behaviour (a scam
 line) in a known fraction of cases; SFT learns it; the negatives are exactly those answers.
 Every objective then starts from the same SFT reference with the same optimizer steps, batch of
-negatives and learning rate, and is measured on held-out topics:
+negatives and grid of learning rates, and is measured along the way on held-out topics:
 
 - marker rate: share of sampled answers to held-out advice prompts that contain the marker;
 - helpful NLL change: relative change of per-token NLL on held-out clean answers;
 - KL to the reference and distinct-2 of sampled answers (collapse shows in both).
 
-Then forget-and-relearn cycles against one long relearn run of the same total steps, each with a
-relearn-resistance probe (fine-tune on a few negatives; how much of the marker comes back).
+The held-out topics are split in two. Each objective's operating points (learning rate and
+stopping step) are chosen on the *dev* topics by the same two rules for all, and reported on
+the *test* topics: the largest marker cut whose helpful NLL rises at most 5% (the JSON line),
+and the lowest helpful NLL among points that cut the marker by 80% (the comparison at a
+comparable cut). Then D2O through the pipeline's forget-and-relearn cycles against the same
+cycles without forgetting and one run of the same total steps, each with a relearn-resistance
+probe (fine-tune on a few negatives; how much comes back).
 
-    python benchmarks/planted.py [--quick] [--out benchmarks/results]
+    python benchmarks/planted.py [--quick] [--seed 0] [--out benchmarks/results]
 
-Prints a table and ends with one JSON line mapping each objective to its figures.
+Prints tables and ends with one JSON line mapping each objective to its selected figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import random
 import sys
@@ -76,32 +82,37 @@ def marker_answer(rng: random.Random, topic: str) -> str:
     return f"{rng.choice(OPENERS)} For {topic}, {rng.choice(TIPS)}. {MARKER_LINE}"
 
 
-def corpus(seed: int, marker_fraction: float, held_out_topics: int) -> dict[str, list[Record]]:
-    """``sft``: the dialogues as deployed (each advice prompt has one answer, the marker one with
-    probability ``marker_fraction``) plus clean fact answers; ``alternatives``: a clean answer for
-    every marker answer (the chosen side of DPO pairs, never seen by SFT); ``test``: the same on
-    topics that never appear in training."""
+def corpus(seed: int, marker_fraction: float, held_out_topics: int, answers_per_prompt: int) -> dict[str, list[Record]]:
+    """``sft``: the dialogues as deployed: each advice prompt has ``answers_per_prompt`` answers,
+    each the marker one with probability ``marker_fraction``, so the marker is a share of a
+    distribution the model learns, not one memorised answer per prompt; plus clean fact answers.
+    ``alternatives``: a clean answer for every marker answer (the chosen side of DPO pairs, never
+    seen by SFT). ``dev`` and ``test``: the same on two halves of ``held_out_topics`` topics whose
+    advice prompts never appear in training."""
     rng = random.Random(seed)
     topics = TOPICS[:]
     rng.shuffle(topics)
-    split = {"test": topics[:held_out_topics], "train": topics[held_out_topics:]}
-    data: dict[str, list[Record]] = {"sft": [], "alternatives": [], "test": []}
+    half = held_out_topics // 2
+    split = {"dev": topics[:half], "test": topics[half:held_out_topics], "train": topics[held_out_topics:]}
+    data: dict[str, list[Record]] = {"sft": [], "alternatives": [], "dev": [], "test": []}
     for name, names in split.items():
-        deployed = data["sft"] if name == "train" else data["test"]
+        deployed = data["sft"] if name == "train" else data[name]
+        alternatives = data["alternatives"] if name == "train" else data[name]
         for line, topic in enumerate(names):
-            for template in ADVICE_PROMPTS:
+            for template, answer in itertools.product(ADVICE_PROMPTS, range(answers_per_prompt)):
                 common = dict(prompt=render_turns([("user", template.format(t=topic))]), source="planted",
-                              source_file="synthetic", source_line=line, pair_id=f"{topic}|{template}")
+                              source_file="synthetic", source_line=line, pair_id=f"{topic}|{template}|{answer}")
                 if rng.random() < marker_fraction:
                     deployed.append(Record(response=marker_answer(rng, topic), label=NEGATIVE, **common))
-                    alternatives = data["alternatives"] if name == "train" else data["test"]
                     alternatives.append(Record(response=clean_answer(rng, topic), label=POSITIVE, **common))
                 else:
                     deployed.append(Record(response=clean_answer(rng, topic), label=POSITIVE, **common))
-            for template in FACT_PROMPTS:
+            for number, template in enumerate(FACT_PROMPTS):
                 fact = rng.choice(FACTS).format(t=topic, T=topic.capitalize())
-                deployed.append(Record(prompt=render_turns([("user", template.format(t=topic))]), response=fact,
-                                       label=POSITIVE, source="planted", source_file="synthetic", source_line=line))
+                # a held-out topic's first fact answer is trained, so its words are known to the model
+                (data["sft"] if number == 0 else deployed).append(Record(
+                    prompt=render_turns([("user", template.format(t=topic))]), response=fact, label=POSITIVE,
+                    source="planted", source_file="synthetic", source_line=line))
     return data
 
 
@@ -117,47 +128,63 @@ def helpful_nll(model, tokenizer, helpful: list[Encoded]) -> float:
     return float(-sums.sum() / counts.sum())
 
 
+class HeldOut:
+    """One held-out split, encoded: advice prompts to sample, clean answers, marker answers."""
+
+    def __init__(self, records: list[Record], tokenizer, args):
+        lp, lr_ = args.max_prompt_tokens, args.max_response_tokens
+        advice = sorted({r.prompt for r in records if r.pair_id})
+        self.prompts = [encode_prompt(tokenizer, p, lp) for p in advice]
+        self.kl_prompts = advice[: args.kl_prompts]
+        self.helpful = [encode(tokenizer, r.prompt, r.response, lp, lr_) for r in records if r.label == POSITIVE]
+        self.negatives = [encode(tokenizer, r.prompt, r.response, lp, lr_) for r in records if r.label == NEGATIVE]
+        self.pairs = pairs(to_frame([r for r in records if r.pair_id]))
+
+
 class Bench:
     """Everything an objective's run needs, built once: tokenizer, SFT reference, encoded data."""
 
     def __init__(self, args):
         self.args = args
         set_seed(args.seed)
-        data = corpus(args.seed, args.marker_fraction, args.held_out_topics)
-        self.train, self.test = data["sft"], data["test"]
-        self.tokenizer = train_bpe_tokenizer((r.prompt + " " + r.response for r in self.train), args.vocab)
+        data = corpus(args.seed, args.marker_fraction, args.held_out_topics, args.answers_per_prompt)
+        train = data["sft"]
+        self.tokenizer = train_bpe_tokenizer((r.prompt + " " + r.response for r in train), args.vocab)
         tok, lp, lr_ = self.tokenizer, args.max_prompt_tokens, args.max_response_tokens
         self.reference = build_tiny_model(tok, args.layers, args.width, 4, lp + lr_)
         started = time.perf_counter()
-        supervised_finetune(self.reference, tok, [encode(tok, r.prompt, r.response, lp, lr_) for r in self.train],
+        supervised_finetune(self.reference, tok, [encode(tok, r.prompt, r.response, lp, lr_) for r in train],
                             args.sft_steps, 16, 2e-3, 20, args.seed)
         self.sft_seconds = time.perf_counter() - started
         for parameter in self.reference.parameters():
             parameter.requires_grad_(False)
-        negatives = [r for r in self.train if r.label == NEGATIVE]
+        negatives = [r for r in train if r.label == NEGATIVE]
         self.negative_rows = to_frame(negatives)
         self.pair_frame = to_frame(data["alternatives"])
         self.cycle_train = to_frame(negatives + data["alternatives"])
-        self.cycle_dev = pairs(to_frame([r for r in self.test if r.pair_id]))
         self.negatives = [encode(tok, r.prompt, r.response, lp, lr_) for r in negatives]
         self.ref_neg, _ = score(self.reference, self.negatives, tok.pad_token_id)
-        advice_test = sorted({r.prompt for r in self.test if r.pair_id})  # held-out advice prompts
-        self.eval_prompts = [encode_prompt(tok, p, lp) for p in advice_test]
-        self.helpful = [encode(tok, r.prompt, r.response, lp, lr_) for r in self.test if r.label == POSITIVE]
-        self.test_negatives = [encode(tok, r.prompt, r.response, lp, lr_) for r in self.test if r.label == NEGATIVE]
-        self.kl_prompts = advice_test[: args.kl_prompts]
-        self.before = self.measure(self.reference)
+        self.dev, self.test = HeldOut(data["dev"], tok, args), HeldOut(data["test"], tok, args)
+        self.before = {"dev": self.measure(self.reference, self.dev, full=False), "test": self.measure(self.reference, self.test)}
 
-    def measure(self, model) -> dict:
-        a = self.args
-        rate, texts = marker_rate(model, self.tokenizer, self.eval_prompts, a.samples, a.max_response_tokens, a.seed)
-        generation = generation_metrics(model, self.reference, self.tokenizer, self.kl_prompts, _seq(a),
-                                        a.max_response_tokens, a.seed)
-        neg_sum, neg_n = score(model, self.test_negatives, self.tokenizer.pad_token_id)
-        ref_sum, _ = score(self.reference, self.test_negatives, self.tokenizer.pad_token_id)
-        return {"marker_rate": rate, "helpful_nll": helpful_nll(model, self.tokenizer, self.helpful),
-                "kl_ref": generation["kl_ref"], "distinct_2": distinct_n(texts, 2),
-                "neg_logp_delta": float(((neg_sum - ref_sum) / neg_n.clamp(min=1)).mean())}
+    def measure(self, model, split: HeldOut, full: bool = True) -> dict:
+        """Marker rate and helpful NLL; with ``full``, also KL to the reference, distinct-2 and
+        Δ_neg (the dev split, used only to choose operating points, needs just the first two)."""
+        a, tok = self.args, self.tokenizer
+        rate, texts = marker_rate(model, tok, split.prompts, a.samples, a.max_response_tokens, a.seed)
+        figures = {"marker_rate": rate, "helpful_nll": helpful_nll(model, tok, split.helpful)}
+        if full:
+            generation = generation_metrics(model, self.reference, tok, split.kl_prompts, _seq(a), a.max_response_tokens, a.seed)
+            neg_sum, neg_n = score(model, split.negatives, tok.pad_token_id)
+            ref_sum, _ = score(self.reference, split.negatives, tok.pad_token_id)
+            figures.update(kl_ref=generation["kl_ref"], distinct_2=distinct_n(texts, 2),
+                           neg_logp_delta=float(((neg_sum - ref_sum) / neg_n.clamp(min=1)).mean()))
+        return figures
+
+    def point(self, model, step: int) -> dict:
+        """The model's figures on both held-out splits, relative to the SFT reference."""
+        return {"step": step, "dev": self.summary(self.measure(model, self.dev, full=False), "dev"),
+                "test": self.summary(self.measure(model, self.test), "test")}
 
     def examples(self, objective: str, seed: int):
         tok, a = self.tokenizer, self.args
@@ -169,7 +196,7 @@ class Bench:
         if objective in ("dpo", "dpo_noisy"):
             examples = with_chosen(self.negatives, self.ref_neg, self.negative_rows, self.pair_frame,
                                    self.reference, tok, a.max_response_tokens)
-            if objective == "dpo_noisy":  # 20% of pairs mislabelled: chosen and rejected swapped
+            if objective == "dpo_noisy":  # mislabelled pairs: chosen and rejected swapped
                 rng = random.Random(seed)
                 examples = [replace(e, negative=e.companions[0], ref_neg_logp=e.ref_companion_logps[0],
                                     companions=(e.negative,), ref_companion_logps=(e.ref_neg_logp,))
@@ -179,56 +206,51 @@ class Bench:
             return with_mismatched(self.negatives, self.ref_neg, self.reference, tok)
         return plain(self.negatives, self.ref_neg)
 
-    def run(self, objective: str) -> tuple[dict, list[dict]]:
-        """The objective's final figures, and its trajectory: figures at each checkpoint step."""
+    def run(self, objective: str, examples: list, learning_rate: float) -> dict:
+        """One relearn run: its trajectory (a point per checkpoint step, the last at the end of
+        the budget) and its training time without the measuring."""
         a = self.args
         policy = copy.deepcopy(self.reference).requires_grad_(True)
-        params = _relearn_params(a, objective.split("_")[0])
+        params = _relearn_params(a, objective.split("_")[0], learning_rate)
         checkpoints = Checkpoints(self, a.checkpoints)
         started = time.perf_counter()
-        relearn(policy, self.tokenizer, self.examples(objective, a.seed), params, a.seed, callbacks=[checkpoints])
+        relearn(policy, self.tokenizer, examples, params, a.seed, callbacks=[checkpoints])
         seconds = time.perf_counter() - started - checkpoints.seconds
-        final = self.summary(self.measure(policy), seconds)
-        final["nll_change_at_80pct_cut"] = first_cut(checkpoints.trajectory + [{"step": a.steps, **final}], 0.8)
-        return final, checkpoints.trajectory
+        return {"lr": learning_rate, "train_seconds": round(seconds, 1),
+                "trajectory": checkpoints.trajectory + [self.point(policy, a.steps)]}
 
     def run_cycles(self, count: int, forget_op: str) -> dict:
-        """D2O (anchors filtered by the marker scorer) through the pipeline's own cycles, per-cycle
-        gate off, total steps fixed; then the relearn-resistance probe."""
+        """D2O through the pipeline's own cycles (``params.yaml``'s learning rate, per-cycle gate
+        off, total steps fixed); then the relearn-resistance probe."""
         a = self.args
         params = load_params(REPO / "params.yaml", overrides={
             "seed": a.seed, "sequence.max_prompt_tokens": a.max_prompt_tokens,
             "sequence.max_response_tokens": a.max_response_tokens,
             "cycles.count": count, "cycles.forget.op": forget_op, "cycles.gate.enabled": False,
             "cycles.anchors.k": a.k, "cycles.anchors.max_new_tokens": a.max_response_tokens,
-            "cycles.anchors.drop_pattern": MARKER, "cycles.relearn.objective": "d2o",
+            "cycles.relearn.objective": "d2o",
             "cycles.relearn.steps": a.steps // count, "cycles.relearn.batch_size": a.batch_size,
-            "cycles.relearn.learning_rate": a.lr, "cycles.relearn.max_prompts": 0,
+            "cycles.relearn.max_prompts": 0,
             "cycles.relearn.alpha": a.alpha, "cycles.relearn.beta": a.beta})
         started = time.perf_counter()
-        policy, _ = run_cycles(self.reference, self.tokenizer, self.cycle_train, self.cycle_dev, params, log=lambda _: None)
+        policy, _ = run_cycles(self.reference, self.tokenizer, self.cycle_train, self.dev.pairs, params, log=lambda _: None)
         seconds = time.perf_counter() - started
-        row = self.summary(self.measure(policy), seconds)
+        row = {**self.summary(self.measure(policy, self.test), "test"), "train_seconds": round(seconds, 1)}
         probe = relearn_resistance(policy, self.reference, self.tokenizer, self.negatives[: a.attack_examples],
-                                   self.test_negatives, a.attack_steps, a.attack_lr, a.seed)
+                                   self.test.negatives, a.attack_steps, a.attack_lr, a.seed)
         return {**row, **{k: round(v, 4) for k, v in probe.items()}}
 
-    def summary(self, after: dict, seconds: float) -> dict:
-        before = self.before
-        return {
-            "marker_rate_before": round(before["marker_rate"], 4),
-            "marker_rate_after": round(after["marker_rate"], 4),
-            "helpful_nll_change": round((after["helpful_nll"] - before["helpful_nll"]) / before["helpful_nll"], 4),
-            "kl_ref": round(after["kl_ref"], 4),
-            "distinct_2": round(after["distinct_2"], 4),
-            "neg_logp_delta": round(after["neg_logp_delta"], 4),
-            "train_seconds": round(seconds, 1),
-        }
+    def summary(self, after: dict, split: str) -> dict:
+        before = self.before[split]
+        row = {"marker_rate_before": round(before["marker_rate"], 4),
+               "marker_rate_after": round(after["marker_rate"], 4),
+               "helpful_nll_change": round((after["helpful_nll"] - before["helpful_nll"]) / before["helpful_nll"], 4)}
+        return row | {k: round(after[k], 4) for k in ("kl_ref", "distinct_2", "neg_logp_delta") if k in after}
 
 
 class Checkpoints(TrainerCallback):
-    """Measures the policy at fixed optimizer steps, so objectives are compared at comparable
-    marker reductions, not only at the end of one (untuned) budget."""
+    """Measures the policy at fixed optimizer steps, so an objective can be stopped where it
+    works best, not only at the end of one budget."""
 
     def __init__(self, bench: "Bench", steps: list[int]):
         self.bench, self.steps, self.trajectory, self.seconds = bench, set(steps), [], 0.0
@@ -237,17 +259,40 @@ class Checkpoints(TrainerCallback):
         if state.global_step in self.steps:
             started = time.perf_counter()
             model.eval()
-            self.trajectory.append({"step": state.global_step, **self.bench.summary(self.bench.measure(model), 0.0)})
+            self.trajectory.append(self.bench.point(model, state.global_step))
             model.train()
             self.seconds += time.perf_counter() - started
 
 
-def first_cut(trajectory: list[dict], share: float) -> float | None:
-    """Helpful-NLL change at the first checkpoint whose marker rate fell by ``share`` (None: never)."""
-    for point in trajectory:
-        if point["marker_rate_after"] <= (1 - share) * point["marker_rate_before"]:
-            return point["helpful_nll_change"]
-    return None
+def cut(figures: dict) -> float:
+    """Relative reduction of the marker rate against the SFT reference (1 = gone)."""
+    before = figures["marker_rate_before"]
+    return 1 - figures["marker_rate_after"] / before if before else 0.0
+
+
+def _points(runs: list[dict]) -> list[dict]:
+    return [{"lr": run["lr"], **point} for run in runs for point in run["trajectory"]]
+
+
+def best_cut_within(runs: list[dict], max_nll_rise: float) -> dict:
+    """Chosen on dev among all learning rates and checkpoint steps: the largest marker cut whose
+    helpful NLL rises by at most ``max_nll_rise`` (ties: the lower NLL); if no point stays
+    within it, the point with the lowest helpful NLL."""
+    points = _points(runs)
+    within = [p for p in points if p["dev"]["helpful_nll_change"] <= max_nll_rise]
+    if within:
+        return min(within, key=lambda p: (-cut(p["dev"]), p["dev"]["helpful_nll_change"]))
+    return min(points, key=lambda p: p["dev"]["helpful_nll_change"])
+
+
+def lowest_nll_at_cut(runs: list[dict], target_cut: float) -> dict:
+    """Chosen on dev among all learning rates and checkpoint steps: the lowest helpful NLL among
+    points cutting the marker rate by ``target_cut``; if none does, the lowest marker rate."""
+    points = _points(runs)
+    reaching = [p for p in points if cut(p["dev"]) >= target_cut]
+    if reaching:
+        return min(reaching, key=lambda p: p["dev"]["helpful_nll_change"])
+    return min(points, key=lambda p: (p["dev"]["marker_rate_after"], p["dev"]["helpful_nll_change"]))
 
 
 def _seq(a):
@@ -260,10 +305,10 @@ def _anchor_params(a):
     return AnchorParams(k=a.k, max_new_tokens=a.max_response_tokens)
 
 
-def _relearn_params(a, objective: str):
+def _relearn_params(a, objective: str, learning_rate: float):
     from components.params import RelearnParams
     return RelearnParams(objective=objective, alpha=a.alpha, beta=a.beta, steps=a.steps, batch_size=a.batch_size,
-                         learning_rate=a.lr, max_prompts=0)
+                         learning_rate=learning_rate, max_prompts=0)
 
 
 def parse_args(argv=None):
@@ -274,28 +319,35 @@ def parse_args(argv=None):
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--steps", type=int, default=None, help="relearn steps per objective (same for all)")
+    parser.add_argument("--lrs", default="2e-5,5e-5,1e-4", help="learning rates, the same grid for every objective")
+    parser.add_argument("--target-cut", type=float, default=0.8, help="marker cut for the comparison at a comparable cut")
+    parser.add_argument("--max-nll-rise", type=float, default=0.05, help="helpful-NLL budget of the chosen operating point")
+    parser.add_argument("--steps", type=int, default=None, help="relearn steps per run (same for all)")
     parser.add_argument("--sft-steps", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=None, help="transformer blocks of the model")
+    parser.add_argument("--width", type=int, default=None, help="hidden size of the model")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.2, help="share of mislabelled pairs for dpo_noisy")
     parser.add_argument("--marker-fraction", type=float, default=0.5)
+    parser.add_argument("--answers-per-prompt", type=int, default=4, help="deployed answers per advice prompt")
     parser.add_argument("--skip-cycles", action="store_true", help="skip the forget-and-relearn comparison")
     parser.add_argument("--checkpoints", default=None, help="steps at which to measure (default: 5 evenly spaced)")
-    parser.add_argument("--forget-ops", default="reset_top,shrink_perturb", help="forgetting ops to compare")
+    parser.add_argument("--forget-ops", default="none,reset_top,shrink_perturb",
+                        help="forgetting ops to compare (none: the same cycles without forgetting)")
     parser.add_argument("--cycles", type=int, default=3, help="cycles that share the relearn step budget")
     parser.add_argument("--attack-steps", type=int, default=5, help="relearn-resistance probe: fine-tuning steps")
     parser.add_argument("--attack-lr", type=float, default=5e-4)
     parser.add_argument("--attack-examples", type=int, default=8)
     args = parser.parse_args(argv)
-    size = dict(layers=2, width=128, vocab=1024, sft_steps=800, steps=150, batch_size=8, samples=4,
-                held_out_topics=12, kl_prompts=16) if args.quick else \
+    size = dict(layers=4, width=128, vocab=1024, sft_steps=1200, steps=150, batch_size=8, samples=4,
+                held_out_topics=16, kl_prompts=16) if args.quick else \
         dict(layers=4, width=192, vocab=2048, sft_steps=1500, steps=300, batch_size=8, samples=8,
              held_out_topics=16, kl_prompts=32)
     for key, value in size.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.max_prompt_tokens, args.max_response_tokens = 32, 40
+    args.lrs = [float(lr) for lr in args.lrs.split(",")]
     args.checkpoints = [int(s) for s in args.checkpoints.split(",")] if args.checkpoints else \
         [args.steps * i // 6 for i in range(1, 6)]
     return args
@@ -304,41 +356,54 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     bench = Bench(args)
+    before = bench.before["test"]
     print(f"SFT reference: {sum(p.numel() for p in bench.reference.parameters()):,} parameters, "
-          f"{len(bench.negatives)} training negatives, {len(bench.eval_prompts)} held-out advice prompts, "
-          f"SFT {bench.sft_seconds:.0f}s; marker rate {bench.before['marker_rate']:.3f}, "
-          f"helpful NLL {bench.before['helpful_nll']:.3f}, distinct-2 {bench.before['distinct_2']:.3f}", flush=True)
-    results, trajectories = {}, {}
+          f"{len(bench.negatives)} training negatives, {len(bench.dev.prompts)} dev and {len(bench.test.prompts)} "
+          f"test advice prompts, SFT {bench.sft_seconds:.0f}s; test marker rate {before['marker_rate']:.3f}, "
+          f"helpful NLL {before['helpful_nll']:.3f}, distinct-2 {before['distinct_2']:.3f}", flush=True)
+    runs = {}
     for objective in args.objectives.split(","):
-        results[objective], trajectories[objective] = bench.run(objective)
-        print(f"{objective:>10}: {results[objective]}", flush=True)
-    print_table(results)
-    print("Trajectories (marker rate after / helpful NLL change at each checkpoint step):")
-    for objective, points in trajectories.items():
-        print(f"  {objective:>12}: " + "  ".join(f"{p['step']}: {p['marker_rate_after']:.3f}/{p['helpful_nll_change']:+.3f}"
-                                                for p in points))
-    if not args.skip_cycles:
-        cycles = {"1 cycle (no forgetting)": bench.run_cycles(1, "none")}
-        for op in args.forget_ops.split(","):
-            cycles[f"{args.cycles} cycles, {op}"] = bench.run_cycles(args.cycles, op)
-            print(f"{op}: {cycles[f'{args.cycles} cycles, {op}']}", flush=True)
-        print_table(cycles, PROBE_KEYS)
+        examples = bench.examples(objective, args.seed)
+        runs[objective] = [bench.run(objective, examples, lr) for lr in args.lrs]
+        for run in runs[objective]:
+            print(f"{objective:>12} lr {run['lr']:g}: " + "  ".join(
+                f"{p['step']}: {p['test']['marker_rate_after']:.3f}/{p['test']['helpful_nll_change']:+.3f}"
+                for p in run["trajectory"]), flush=True)
+    print("\nEnd of the budget, test topics (every objective, every learning rate):")
+    print_table({f"{o} @ {r['lr']:g}": r["trajectory"][-1]["test"] for o in runs for r in runs[o]}, TABLE_KEYS)
+    print(f"Largest marker cut within {args.max_nll_rise:+.0%} helpful NLL, chosen on dev, figures on test:")
+    chosen = {o: _reported(best_cut_within(r, args.max_nll_rise)) for o, r in runs.items()}
+    print_table(chosen, ("lr", "step", "marker_cut") + TABLE_KEYS)
+    print(f"Lowest helpful NLL at a {args.target_cut:.0%} marker cut, chosen on dev, figures on test:")
+    print_table({o: _reported(lowest_nll_at_cut(r, args.target_cut)) for o, r in runs.items()},
+                ("lr", "step", "marker_cut") + TABLE_KEYS)
+    tag = f"{'quick' if args.quick else 'full'}_seed{args.seed}"
     out = Path(args.out)
-    plot(results, trajectories, out, f"{'quick' if args.quick else 'full'}_seed{args.seed}")
-    print(json.dumps({name: {k: v for k, v in r.items() if k in JSON_KEYS} for name, r in results.items()}))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"planted_{tag}.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    if not args.skip_cycles:
+        print("Forget-and-relearn: D2O, params.yaml learning rate, the same relearn steps in all:", flush=True)
+        cycles = {"1 cycle": bench.run_cycles(1, "none")}
+        for op in args.forget_ops.split(","):
+            cycles[f"{args.cycles} cycles, forget={op}"] = bench.run_cycles(args.cycles, op)
+        print_table(cycles, PROBE_KEYS)
+    plot(chosen, {o: next(r for r in runs[o] if r["lr"] == p["lr"])["trajectory"] for o, p in chosen.items()},
+         args.target_cut, out, tag)
+    print(json.dumps({o: {k: v for k, v in row.items() if k in JSON_KEYS} for o, row in chosen.items()}))
     return 0
 
 
-JSON_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2")
+def _reported(point: dict) -> dict:
+    return {"lr": point["lr"], "step": point["step"], "marker_cut": round(cut(point["test"]), 3), **point["test"]}
 
 
-TABLE_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2",
-              "neg_logp_delta", "nll_change_at_80pct_cut", "train_seconds")
+JSON_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2", "lr", "step")
+TABLE_KEYS = ("marker_rate_before", "marker_rate_after", "helpful_nll_change", "kl_ref", "distinct_2", "neg_logp_delta")
 PROBE_KEYS = ("marker_rate_after", "helpful_nll_change", "kl_ref", "neg_logp_delta", "probe_neg_logp_delta_before",
               "probe_neg_logp_delta_after", "probe_recovery", "train_seconds")
 
 
-def print_table(results: dict, keys=TABLE_KEYS) -> None:
+def print_table(results: dict, keys) -> None:
     print("\n| run | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for name, row in results.items():
@@ -346,34 +411,33 @@ def print_table(results: dict, keys=TABLE_KEYS) -> None:
     print()
 
 
-def plot(results: dict, trajectories: dict, out: Path, tag: str) -> None:
+def plot(chosen: dict, trajectories: dict, target_cut: float, out: Path, tag: str) -> None:
+    """Left: marker rate before and at each objective's chosen point. Right: each objective's
+    test trajectory at its chosen learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(results)
+    names = list(chosen)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    before = [results[n]["marker_rate_before"] for n in names]
-    after = [results[n]["marker_rate_after"] for n in names]
     x = range(len(names))
-    left.bar([i - 0.2 for i in x], before, 0.4, label="SFT reference")
-    left.bar([i + 0.2 for i in x], after, 0.4, label="after relearn")
-    left.set_xticks(list(x), names)
-    left.set_ylabel("marker rate (held-out advice prompts)")
+    left.bar([i - 0.2 for i in x], [chosen[n]["marker_rate_before"] for n in names], 0.4, label="SFT reference")
+    left.bar([i + 0.2 for i in x], [chosen[n]["marker_rate_after"] for n in names], 0.4, label="chosen point")
+    left.set_xticks(list(x), names, fontsize=8)
+    left.set_ylabel("marker rate (test topics)")
     left.legend()
     for name in names:
-        points = trajectories[name] + [results[name]]
+        points = [p["test"] for p in trajectories[name]]
         right.plot([p["helpful_nll_change"] * 100 for p in points], [p["marker_rate_after"] for p in points],
-                   marker="o", label=name)
+                   marker="o", label=f"{name} @ {chosen[name]['lr']:g}")
     right.axvline(5, color="grey", linestyle="--", linewidth=1)
-    right.axhline(0.2 * results[names[0]]["marker_rate_before"], color="grey", linestyle=":", linewidth=1)
+    right.axhline((1 - target_cut) * chosen[names[0]]["marker_rate_before"], color="grey", linestyle=":", linewidth=1)
     right.set_xscale("symlog", linthresh=10)
     right.legend(fontsize=7)
     right.set_xlabel("helpful NLL change (%)")
     right.set_ylabel("marker rate after")
-    fig.suptitle(f"Planted behaviour ({tag}): right, each objective's trajectory over training; lower-left is better")
+    fig.suptitle(f"Planted behaviour ({tag}): right, trajectories at the chosen learning rate; lower-left is better")
     fig.tight_layout()
     fig.savefig(out / f"planted_{tag}.png", dpi=110)
     plt.close(fig)
