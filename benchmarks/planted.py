@@ -387,8 +387,7 @@ def main(argv=None) -> int:
         for op in args.forget_ops.split(","):
             cycles[f"{args.cycles} cycles, forget={op}"] = bench.run_cycles(args.cycles, op)
         print_table(cycles, PROBE_KEYS)
-    plot(chosen, {o: next(r for r in runs[o] if r["lr"] == p["lr"])["trajectory"] for o, p in chosen.items()},
-         args.target_cut, out, tag)
+    plot(chosen, runs, args.target_cut, out, tag)
     print(json.dumps({o: {k: v for k, v in row.items() if k in JSON_KEYS} for o, row in chosen.items()}))
     return 0
 
@@ -411,33 +410,39 @@ def print_table(results: dict, keys) -> None:
     print()
 
 
-def plot(chosen: dict, trajectories: dict, target_cut: float, out: Path, tag: str) -> None:
-    """Left: marker rate before and at each objective's chosen point. Right: each objective's
-    test trajectory at its chosen learning rate."""
+def plot(chosen: dict, runs: dict, target_cut: float, out: Path, tag: str) -> None:
+    """Left: marker rate before and at each objective's chosen point. Right: every run's test
+    trajectory, one colour per objective, one line style per learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(chosen)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     x = range(len(names))
     left.bar([i - 0.2 for i in x], [chosen[n]["marker_rate_before"] for n in names], 0.4, label="SFT reference")
     left.bar([i + 0.2 for i in x], [chosen[n]["marker_rate_after"] for n in names], 0.4, label="chosen point")
     left.set_xticks(list(x), names, fontsize=8)
     left.set_ylabel("marker rate (test topics)")
+    left.set_title("largest cut within the NLL budget (chosen on dev)", fontsize=9)
     left.legend()
-    for name in names:
-        points = [p["test"] for p in trajectories[name]]
-        right.plot([p["helpful_nll_change"] * 100 for p in points], [p["marker_rate_after"] for p in points],
-                   marker="o", label=f"{name} @ {chosen[name]['lr']:g}")
+    styles = ["-", "--", ":", "-."]
+    for colour, name in enumerate(names):
+        for number, run in enumerate(runs[name]):
+            points = [p["test"] for p in run["trajectory"]]
+            right.plot([p["helpful_nll_change"] * 100 for p in points], [p["marker_rate_after"] for p in points],
+                       color=f"C{colour}", linestyle=styles[number % len(styles)], marker="o", markersize=3,
+                       label=name if number == 0 else None)
     right.axvline(5, color="grey", linestyle="--", linewidth=1)
     right.axhline((1 - target_cut) * chosen[names[0]]["marker_rate_before"], color="grey", linestyle=":", linewidth=1)
     right.set_xscale("symlog", linthresh=10)
     right.legend(fontsize=7)
     right.set_xlabel("helpful NLL change (%)")
     right.set_ylabel("marker rate after")
-    fig.suptitle(f"Planted behaviour ({tag}): right, trajectories at the chosen learning rate; lower-left is better")
+    lrs = ", ".join(f"{style} {run['lr']:g}" for style, run in zip(styles, runs[names[0]]))
+    right.set_title(f"every checkpoint of every run (line style = learning rate: {lrs})", fontsize=9)
+    fig.suptitle(f"Planted behaviour ({tag}); lower-left is better")
     fig.tight_layout()
     fig.savefig(out / f"planted_{tag}.png", dpi=110)
     plt.close(fig)
