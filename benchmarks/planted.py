@@ -380,7 +380,7 @@ def main(argv=None) -> int:
     tag = f"{'quick' if args.quick else 'full'}_seed{args.seed}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"planted_{tag}.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    (out / f"planted_{tag}.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"}, "runs": runs}, indent=1))
     if not args.skip_cycles:
         print("Forget-and-relearn: D2O, params.yaml learning rate, the same relearn steps in all:", flush=True)
         cycles = {"1 cycle": bench.run_cycles(1, "none")}
