@@ -39,16 +39,16 @@ import torch
 from transformers import TrainerCallback, set_seed
 
 from components.data.records import NEGATIVE, POSITIVE, Record, pairs, render_turns, to_frame
-from components.evaluation.metrics import distinct_n, generation_metrics
+from components.evaluation.metrics import distinct_n, generation_metrics, mean_token_logp_delta
 from components.modeling.models import build_tiny_model
 from components.modeling.sequences import Encoded, encode, encode_prompt, sample_responses, score
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.training.anchors import sample_anchors
-from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
+from components.training.companions import fixed_companions, with_anchors
 from components.training.cycles import run_cycles
 from components.training.relearn import relearn
 from components.evaluation.relearn_probe import relearn_resistance
-from components.params import load_params
+from components.params import AnchorParams, RelearnParams, SequenceParams, load_params
 from components.training.sft import supervised_finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,15 +129,17 @@ def helpful_nll(model, tokenizer, helpful: list[Encoded]) -> float:
 
 
 class HeldOut:
-    """One held-out split, encoded: advice prompts to sample, clean answers, marker answers."""
+    """One held-out split, encoded: advice prompts to sample, clean answers, marker answers
+    (with the frozen reference's scores of the latter, computed once)."""
 
-    def __init__(self, records: list[Record], tokenizer, args):
+    def __init__(self, records: list[Record], tokenizer, reference, args):
         lp, lr_ = args.max_prompt_tokens, args.max_response_tokens
         advice = sorted({r.prompt for r in records if r.pair_id})
         self.prompts = [encode_prompt(tokenizer, p, lp) for p in advice]
         self.kl_prompts = advice[: args.kl_prompts]
         self.helpful = [encode(tokenizer, r.prompt, r.response, lp, lr_) for r in records if r.label == POSITIVE]
         self.negatives = [encode(tokenizer, r.prompt, r.response, lp, lr_) for r in records if r.label == NEGATIVE]
+        self.ref_negative_sums, _ = score(reference, self.negatives, tokenizer.pad_token_id)
         self.pairs = pairs(to_frame([r for r in records if r.pair_id]))
 
 
@@ -164,7 +166,7 @@ class Bench:
         self.cycle_train = to_frame(negatives + data["alternatives"])
         self.negatives = [encode(tok, r.prompt, r.response, lp, lr_) for r in negatives]
         self.ref_neg, _ = score(self.reference, self.negatives, tok.pad_token_id)
-        self.dev, self.test = HeldOut(data["dev"], tok, args), HeldOut(data["test"], tok, args)
+        self.dev, self.test = (HeldOut(data[name], tok, self.reference, args) for name in ("dev", "test"))
         self.before = {"dev": self.measure(self.reference, self.dev, full=False), "test": self.measure(self.reference, self.test)}
 
     def measure(self, model, split: HeldOut, full: bool = True) -> dict:
@@ -174,11 +176,11 @@ class Bench:
         rate, texts = marker_rate(model, tok, split.prompts, a.samples, a.max_response_tokens, a.seed)
         figures = {"marker_rate": rate, "helpful_nll": helpful_nll(model, tok, split.helpful)}
         if full:
-            generation = generation_metrics(model, self.reference, tok, split.kl_prompts, _seq(a), a.max_response_tokens, a.seed)
-            neg_sum, neg_n = score(model, split.negatives, tok.pad_token_id)
-            ref_sum, _ = score(self.reference, split.negatives, tok.pad_token_id)
+            seq = SequenceParams(a.max_prompt_tokens, a.max_response_tokens)
+            generation = generation_metrics(model, self.reference, tok, split.kl_prompts, seq, a.max_response_tokens, a.seed)
             figures.update(kl_ref=generation["kl_ref"], distinct_2=distinct_n(texts, 2),
-                           neg_logp_delta=float(((neg_sum - ref_sum) / neg_n.clamp(min=1)).mean()))
+                           neg_logp_delta=mean_token_logp_delta(model, split.negatives, split.ref_negative_sums,
+                                                                tok.pad_token_id))
         return figures
 
     def point(self, model, step: int) -> dict:
@@ -190,21 +192,17 @@ class Bench:
         tok, a = self.tokenizer, self.args
         if objective.startswith("d2o"):
             anchors = sample_anchors(self.reference, self.reference, tok, [n.prompt_ids for n in self.negatives],
-                                     _anchor_params(a), seed)
+                                     AnchorParams(k=a.k, max_new_tokens=a.max_response_tokens), seed)
             # d2o_filtered: a harm scorer (here: the marker) drops flagged anchors (METHODS.md §1)
             return with_anchors(self.negatives, self.ref_neg, anchors, tok, MARKER if objective == "d2o_filtered" else "")
-        if objective in ("dpo", "dpo_noisy"):
-            examples = with_chosen(self.negatives, self.ref_neg, self.negative_rows, self.pair_frame,
-                                   self.reference, tok, a.max_response_tokens)
-            if objective == "dpo_noisy":  # mislabelled pairs: chosen and rejected swapped
-                rng = random.Random(seed)
-                examples = [replace(e, negative=e.companions[0], ref_neg_logp=e.ref_companion_logps[0],
-                                    companions=(e.negative,), ref_companion_logps=(e.ref_neg_logp,))
-                            if rng.random() < a.noise else e for e in examples]
-            return examples
-        if objective == "kto":
-            return with_mismatched(self.negatives, self.ref_neg, self.reference, tok)
-        return plain(self.negatives, self.ref_neg)
+        examples = fixed_companions(objective.split("_")[0], self.negatives, self.ref_neg, self.negative_rows,
+                                    self.pair_frame, self.reference, tok, a.max_response_tokens)
+        if objective == "dpo_noisy":  # mislabelled pairs: chosen and rejected swapped
+            rng = random.Random(seed)
+            examples = [replace(e, negative=e.companions[0], ref_neg_logp=e.ref_companion_logps[0],
+                                companions=(e.negative,), ref_companion_logps=(e.ref_neg_logp,))
+                        if rng.random() < a.noise else e for e in examples]
+        return examples
 
     def run(self, objective: str, examples: list, learning_rate: float) -> dict:
         """One relearn run: its trajectory (a point per checkpoint step, the last at the end of
@@ -295,18 +293,7 @@ def lowest_nll_at_cut(runs: list[dict], target_cut: float) -> dict:
     return min(points, key=lambda p: (p["dev"]["marker_rate_after"], p["dev"]["helpful_nll_change"]))
 
 
-def _seq(a):
-    from components.params import SequenceParams
-    return SequenceParams(a.max_prompt_tokens, a.max_response_tokens)
-
-
-def _anchor_params(a):
-    from components.params import AnchorParams
-    return AnchorParams(k=a.k, max_new_tokens=a.max_response_tokens)
-
-
-def _relearn_params(a, objective: str, learning_rate: float):
-    from components.params import RelearnParams
+def _relearn_params(a, objective: str, learning_rate: float) -> RelearnParams:
     return RelearnParams(objective=objective, alpha=a.alpha, beta=a.beta, steps=a.steps, batch_size=a.batch_size,
                          learning_rate=learning_rate, max_prompts=0)
 

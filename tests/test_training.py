@@ -12,7 +12,7 @@ from components.modeling.sequences import Encoded, encode, score
 from components.params import AnchorParams, RelearnParams, load_params
 from components.training.anchors import sample_anchors
 from components.training.cycles import run_cycles
-from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
+from components.training.companions import fixed_companions, with_anchors
 from components.training.relearn import RelearnExample, relearn
 from components.training.sft import supervised_finetune
 from conftest import REPO_ROOT, TINY_TEXTS
@@ -59,14 +59,10 @@ def test_relearn_pushes_negatives_down_and_never_touches_the_reference(tiny_mode
         anchors = sample_anchors(reference, reference, tokenizer, [n.prompt_ids for n in negatives],
                                  AnchorParams(k=2, max_new_tokens=8), seed=0)
         examples = with_anchors(negatives, ref_neg, anchors, tokenizer)
-    elif objective == "dpo":
-        rows = pd.DataFrame({"pair_id": [f"p{i}" for i in range(len(TRAIN_QUESTIONS))]})
-        train = pd.DataFrame({"label": POSITIVE, "pair_id": rows["pair_id"], "response": GOOD})
-        examples = with_chosen(negatives, ref_neg, rows, train, reference, tokenizer, 16)
-    elif objective == "kto":
-        examples = with_mismatched(negatives, ref_neg, reference, tokenizer)
     else:
-        examples = plain(negatives, ref_neg)
+        rows = pd.DataFrame({"pair_id": [f"p{i}" for i in range(len(TRAIN_QUESTIONS))]})
+        train = pd.DataFrame({"label": POSITIVE, "pair_id": rows["pair_id"], "response": GOOD})  # DPO's chosen side
+        examples = fixed_companions(objective, negatives, ref_neg, rows, train, reference, tokenizer, 16)
 
     stats = relearn(policy, tokenizer, examples, relearn_params(objective), seed=0)
 

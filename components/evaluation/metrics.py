@@ -57,6 +57,13 @@ def logp_metrics(policy: PairScores, reference: PairScores) -> dict[str, float]:
     }
 
 
+def mean_token_logp_delta(model, sequences: list[Encoded], ref_sums: torch.Tensor, pad_id: int) -> float:
+    """Mean over sequences of the per-token log-prob change against the reference's summed
+    log-probs ``ref_sums`` (Δ_neg when the sequences are negatives)."""
+    sums, counts = score(model, sequences, pad_id)
+    return float(((sums - ref_sums) / counts.clamp(min=1)).mean())
+
+
 @torch.inference_mode()
 def generation_metrics(policy, reference, tokenizer, prompts: list[str], seq: SequenceParams,
                        max_new_tokens: int, seed: int) -> dict[str, float]:

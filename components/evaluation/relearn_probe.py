@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from components.evaluation.metrics import mean_token_logp_delta
 from components.modeling.sequences import Encoded, SequenceBatch, collate, score, sequence_logps
 
 
@@ -33,9 +34,9 @@ def relearn_resistance(policy, reference, tokenizer, attack: list[Encoded], held
     pad = tokenizer.pad_token_id
     ref_sums, _ = score(reference, held_out, pad)
     attacker = copy.deepcopy(policy)
-    before = _mean_token_delta(attacker, held_out, ref_sums, pad)
+    before = mean_token_logp_delta(attacker, held_out, ref_sums, pad)
     _nll_attack(attacker, collate(attack, pad), steps, learning_rate, seed)
-    after = _mean_token_delta(attacker, held_out, ref_sums, pad)
+    after = mean_token_logp_delta(attacker, held_out, ref_sums, pad)
     return {
         "probe_neg_logp_delta_before": before,
         "probe_neg_logp_delta_after": after,
@@ -43,16 +44,11 @@ def relearn_resistance(policy, reference, tokenizer, attack: list[Encoded], held
     }
 
 
-def _mean_token_delta(model, sequences: list[Encoded], ref_sums: torch.Tensor, pad: int) -> float:
-    sums, counts = score(model, sequences, pad)
-    return float(((sums - ref_sums) / counts.clamp(min=1)).mean())
-
-
 def _nll_attack(model, batch: SequenceBatch, steps: int, learning_rate: float, seed: int) -> None:
     """Full-batch AdamW on the mean per-token NLL of the attack responses (no weight decay:
     the attacker wants the behaviour back, nothing else)."""
     device = next(model.parameters()).device
-    batch = SequenceBatch(batch.input_ids.to(device), batch.attention_mask.to(device), batch.response_mask.to(device))
+    batch = batch.to(device)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # seeds dropout, where a model still has any
         torch.manual_seed(seed)

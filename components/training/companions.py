@@ -52,3 +52,14 @@ def with_mismatched(negatives: list[Encoded], ref_neg, reference, tokenizer) -> 
 def plain(negatives: list[Encoded], ref_neg) -> list[RelearnExample]:
     """NPO and GA need nothing beside the negative."""
     return [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
+
+
+def fixed_companions(objective: str, negatives: list[Encoded], ref_neg, negative_rows: pd.DataFrame,
+                     train: pd.DataFrame, reference, tokenizer, max_response_tokens: int) -> list[RelearnExample]:
+    """Examples for the objectives whose companions never change between cycles (all but D2O,
+    whose anchors are sampled: ``with_anchors``)."""
+    if objective == "dpo":
+        return with_chosen(negatives, ref_neg, negative_rows, train, reference, tokenizer, max_response_tokens)
+    if objective == "kto":
+        return with_mismatched(negatives, ref_neg, reference, tokenizer)
+    return plain(negatives, ref_neg)

@@ -25,7 +25,7 @@ from components.modeling.sequences import Encoded, encode_prompt, encode_respons
 from components.params import Params
 from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import check_forget, forget
-from components.training.companions import plain, with_anchors, with_chosen, with_mismatched
+from components.training.companions import fixed_companions, with_anchors
 from components.training.relearn import check_objective, relearn
 
 
@@ -79,13 +79,8 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     ref_neg, _ = score(reference, negative_ids, tokenizer.pad_token_id)
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
     best = logp_metrics(ref_dev, ref_dev)
-    fixed_examples = {
-        "dpo": lambda: with_chosen(negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens),
-        "kto": lambda: with_mismatched(negative_ids, ref_neg, reference, tokenizer),
-        "npo": lambda: plain(negative_ids, ref_neg),
-        "ga": lambda: plain(negative_ids, ref_neg),
-    }
-    examples = fixed_examples[objective]() if objective != "d2o" else None
+    examples = None if objective == "d2o" else fixed_companions(
+        objective, negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens)
     anchors: AnchorSet | None = None
     records = []
     for cycle in range(1, cfg.count + 1):

@@ -24,7 +24,6 @@ from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesira
 from components.training.trainer_args import training_arguments
 
 OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga")
-COMPANIONS = {"d2o": "anchors", "dpo": "chosen", "kto": "mismatched", "npo": None, "ga": None}
 
 
 @dataclass(frozen=True)
