@@ -28,6 +28,8 @@ class DataParams:
     dev_fraction: float = 0.05
     test_fraction: float = 0.1
     policy_tier: str = "global"
+    aggregation: str = "majority"
+    withdrawals: str = "data/withdrawals.txt"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class ValidationParams:
     min_rows: int = 50
     max_prompt_chars: int = 20000
     max_response_chars: int = 8000
+    max_bad_fraction: float = 0.01
+    min_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class RelearnParams:
     batch_size: int = 8
     learning_rate: float = 1e-4
     max_prompts: int = 128
+    weighting: str = "none"
 
 
 @dataclass(frozen=True)
@@ -116,18 +121,37 @@ class CyclesParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    max_pairs: int = 150
+    max_pairs: int = 0
     kl_prompts: int = 32
     max_new_tokens: int = 32
 
 
 @dataclass(frozen=True)
+class GateTolerances:
+    neg_logp_delta: float = 0.05
+    pos_logp_delta: float = 0.05
+    separation: float = 0.05
+    pref_accuracy: float = 0.02
+
+
+@dataclass(frozen=True)
+class GroupGateParams:
+    by: str = "source"
+    rule: str = "pooled"
+    min_pairs: int = 30
+
+
+@dataclass(frozen=True)
 class GateParams:
-    max_neg_logp_delta: float = 0.0
-    min_pref_accuracy: float = 0.5
+    confidence: float = 0.95
+    bootstrap_samples: int = 2000
+    ci_method: str = "percentile"
+    min_pairs: int = 100
     max_pos_drop: float = 0.5
+    primary: str = "separation"
     min_improvement: float = 0.0
-    pref_tolerance: float = 0.02
+    tolerance: GateTolerances = field(default_factory=GateTolerances)
+    groups: GroupGateParams = field(default_factory=GroupGateParams)
 
 
 @dataclass(frozen=True)
@@ -194,7 +218,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    accepts_float = hint is float or (isinstance(hint, types.UnionType) and float in typing.get_args(hint))
+    if accepts_float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     expected = hint if isinstance(hint, type) else None
     if isinstance(hint, types.UnionType):
