@@ -1,47 +1,147 @@
-"""Evaluation gates: may a candidate replace the champion? Pure, explainable decisions.
+"""The registry gate: may a candidate replace the champion? Decided on intervals, fail closed.
 
-Each rule yields a readable check line, so a decision can be shown, logged as model
-version tags and audited. A candidate must beat the reference on its own, and then be at
-least as good as the current champion on the same held-out data.
+Against the reference, a candidate must show, at the interval, that it separates chosen from
+rejected (separation's lower bound > 0) and that its positives stay within budget. Against
+the champion, on the same pairs, it must be significantly better on the primary metric and
+not significantly worse on the others beyond their tolerances. A champion that cannot be
+scored on the same pairs blocks promotion instead of being skipped, and so do too few pairs.
+Per-group results are always reported; with ``gate.groups.rule: worst_group`` no group large
+enough to judge may regress. Every check line states estimate, interval, n, B and seed.
+
+All checks must pass (an intersection–union test), so each is made at the full confidence
+level without a multiplicity correction; the "not worse" checks only make the gate stricter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import pandas as pd
+
+from components.errors import UserError
+from components.evaluation.evidence import (GROUP_COLUMNS, METRICS, REFERENCE_LEVEL, direction, group_table,
+                                            metric_intervals, paired_improvements)
+from components.evaluation.intervals import BootstrapSettings, Interval
 from components.params import GateParams
+
+GROUP_RULES = ("pooled", "worst_group")
+
+
+class GateConfigError(UserError, ValueError):
+    """``gate.*`` in params.yaml names a metric, group column or rule that does not exist."""
+
+
+def check_gate_params(gate: GateParams) -> None:
+    """Fail before any training, not after, on a gate that cannot be evaluated."""
+    if gate.primary not in METRICS:
+        raise GateConfigError(f"gate.primary: {gate.primary!r} is not one of {METRICS}")
+    if gate.groups.by not in GROUP_COLUMNS:
+        raise GateConfigError(f"gate.groups.by: {gate.groups.by!r} is not one of {GROUP_COLUMNS}")
+    if gate.groups.rule not in GROUP_RULES:
+        raise GateConfigError(f"gate.groups.rule: {gate.groups.rule!r} is not one of {GROUP_RULES}")
+    try:
+        BootstrapSettings.from_gate(gate, seed=0)
+    except ValueError as err:
+        raise GateConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)
 class GateDecision:
     passed: bool
-    checks: tuple[str, ...]      # "PASS ..." / "FAIL ..." lines
-    against: str                 # "reference" or "champion v3"
+    checks: tuple[str, ...]            # "PASS ..." / "FAIL ..." / "INFO ..." lines
+    against: str                       # "reference" or "champion v3"
+    rule: str                          # gate.groups.rule that was applied
+    figures: dict[str, float] = field(default_factory=dict, compare=False)   # for MLflow metrics
+    groups: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False)
 
     def as_tags(self) -> dict[str, str]:
         return {"gate.passed": str(self.passed).lower(), "gate.against": self.against,
-                "gate.checks": "; ".join(self.checks)}
+                "gate.groups.rule": self.rule, "gate.checks": "; ".join(self.checks)}
 
 
-def _check(ok: bool, text: str) -> str:
-    return f"{'PASS' if ok else 'FAIL'} {text}"
+def _line(ok: bool | None, text: str) -> str:
+    return f"{'INFO' if ok is None else 'PASS' if ok else 'FAIL'} {text}"
 
 
-def decide(candidate: dict, gate: GateParams, champion: dict | None = None, champion_name: str = "") -> GateDecision:
-    checks = [
-        _check(candidate["neg_logp_delta"] < gate.max_neg_logp_delta,
-               f"neg_logp_delta {candidate['neg_logp_delta']:.4f} < {gate.max_neg_logp_delta}"),
-        _check(candidate["pref_accuracy"] >= gate.min_pref_accuracy,
-               f"pref_accuracy {candidate['pref_accuracy']:.3f} >= {gate.min_pref_accuracy}"),
-        _check(candidate["pos_logp_delta"] >= -gate.max_pos_drop,
-               f"pos_logp_delta {candidate['pos_logp_delta']:.4f} >= {-gate.max_pos_drop}"),
+def _reference_checks(intervals: dict[str, Interval], gate: GateParams) -> list[str]:
+    n = intervals["separation"].n
+    enough = n >= gate.min_pairs
+    separation, positives = intervals["separation"], intervals["pos_logp_delta"]
+    return [
+        _line(enough, f"held-out pairs: {n} >= gate.min_pairs {gate.min_pairs}" if enough else
+              f"held-out pairs: only {n}, fewer than gate.min_pairs {gate.min_pairs}: too few for a meaningful interval"),
+        _line(separation.low > 0, f"separation {separation.describe()}: lower bound > 0 (chosen gains on rejected "
+                                  "against the reference)"),
+        _line(positives.low >= -gate.max_pos_drop,
+              f"pos_logp_delta {positives.describe()}: lower bound >= -{gate.max_pos_drop} (gate.max_pos_drop)"),
     ]
-    if champion is not None:
-        bar = champion["neg_logp_delta"] - gate.min_improvement
-        checks.append(_check(candidate["neg_logp_delta"] <= bar,
-                             f"neg_logp_delta {candidate['neg_logp_delta']:.4f} <= champion's {bar:.4f}"))
-        floor = champion["pref_accuracy"] - gate.pref_tolerance
-        checks.append(_check(candidate["pref_accuracy"] >= floor,
-                             f"pref_accuracy {candidate['pref_accuracy']:.3f} >= champion's {floor:.3f}"))
-    passed = all(c.startswith("PASS") for c in checks)
-    return GateDecision(passed, tuple(checks), champion_name if champion is not None else "reference")
+
+
+def _champion_checks(intervals: dict[str, Interval], champion: dict[str, Interval],
+                     gains: dict[str, Interval], gate: GateParams, name: str) -> list[str]:
+    lines = []
+    for metric in (gate.primary, *(m for m in METRICS if m != gate.primary)):
+        gain = gains[metric]
+        values = (f"{metric} vs {name}: candidate {intervals[metric].estimate:.4f}, champion "
+                  f"{champion[metric].estimate:.4f}; paired improvement {gain.describe()}")
+        if metric == gate.primary:
+            lines.append(_line(gain.low > gate.min_improvement,
+                               f"{values}: lower bound > {gate.min_improvement} (gate.min_improvement)"))
+        else:
+            tolerance = getattr(gate.tolerance, metric)
+            worse = gain.high < -tolerance
+            lines.append(_line(not worse, f"{values}; tolerance {tolerance}: " +
+                               ("significantly worse beyond the tolerance" if worse else "not significantly worse")))
+    return lines
+
+
+def _group_checks(table: pd.DataFrame, gate: GateParams) -> list[str]:
+    """A group regresses when its interval lies wholly on the wrong side of the reference level
+    (and, with a champion, of the champion). Only ``worst_group`` turns that into a FAIL."""
+    by, metric, judged = gate.groups.by, gate.primary, gate.groups.rule == "worst_group"
+    sign, level = direction(metric), REFERENCE_LEVEL[metric]
+    lines = []
+    for row in table.itertuples(index=False):
+        text = f"group {by}={row.group}: {metric} {row.estimate:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}] (n={row.n_pairs})"
+        if "improvement" in table.columns:
+            text += f"; vs champion {row.improvement:+.4f} [{row.improvement_ci_low:.4f}, {row.improvement_ci_high:.4f}]"
+        if row.n_pairs < gate.groups.min_pairs:
+            lines.append(_line(None, f"{text}: fewer than gate.groups.min_pairs {gate.groups.min_pairs}, not judged"))
+            continue
+        best_case = row.ci_high if sign > 0 else row.ci_low
+        regresses = sign * (best_case - level) < 0
+        if "improvement" in table.columns:
+            regresses = regresses or row.improvement_ci_high < 0
+        lines.append(_line(not regresses if judged else None,
+                           f"{text}: {'regresses' if regresses else 'no regression'} ({gate.groups.rule})"))
+    return lines
+
+
+def decide(candidate: pd.DataFrame, gate: GateParams, seed: int, champion: pd.DataFrame | None = None,
+           champion_name: str = "", not_comparable: str = "") -> GateDecision:
+    """Judge ``candidate``'s per-pair evidence (see ``metrics.pair_evidence``).
+
+    ``champion`` is the champion's evidence on the same pairs; ``champion_name`` names the
+    champion when one exists, and ``not_comparable`` says why it could not be scored (the gate
+    then fails closed).
+    """
+    check_gate_params(gate)
+    settings = BootstrapSettings.from_gate(gate, seed)
+    intervals = metric_intervals(candidate, settings)
+    checks = _reference_checks(intervals, gate)
+    figures = {f"gate.{m}.{end}": getattr(v, end) for m, v in intervals.items() for end in ("low", "high")}
+    comparable = champion is not None and not not_comparable
+    if champion_name and not comparable:
+        checks.append(_line(False, f"cannot compare with {champion_name} on the same pairs: "
+                                   f"{not_comparable or 'no champion evidence'}; registered as challenger, not "
+                                   "promoted (a person may still: alignpipe promote VERSION)"))
+    if comparable:
+        gains = paired_improvements(candidate, champion, settings)
+        checks += _champion_checks(intervals, metric_intervals(champion, settings), gains, gate, champion_name)
+        figures.update({f"gate.improvement.{m}.{end}": getattr(v, end)
+                        for m, v in gains.items() for end in ("estimate", "low", "high")})
+    groups = group_table(candidate, gate.groups.by, gate.primary, settings, champion if comparable else None)
+    checks += _group_checks(groups, gate)
+    passed = not any(line.startswith("FAIL") for line in checks)
+    figures["gate.passed"] = float(passed)
+    return GateDecision(passed, tuple(checks), champion_name or "reference", gate.groups.rule, figures, groups)

@@ -42,19 +42,45 @@ def score_pairs(model, tokenizer, pairs: pd.DataFrame, seq: SequenceParams) -> P
     return PairScores(*score(model, chosen, tokenizer.pad_token_id), *score(model, rejected, tokenizer.pad_token_id))
 
 
-def logp_metrics(policy: PairScores, reference: PairScores) -> dict[str, float]:
-    """Per-token log-prob changes of both sides, and how often the implicit reward ranks
-    chosen above rejected (ties, as at the reference itself, count half)."""
+def per_pair_values(policy: PairScores, reference: PairScores) -> dict[str, torch.Tensor]:
+    """Per pair: per-token log-prob change of each side (policy minus reference), their
+    difference (*separation*), the implicit-reward margin and a win (1), tie (0.5) or loss (0)
+    of chosen over rejected. Ties, as at the reference itself, count half."""
     chosen_reward = policy.chosen - reference.chosen
     rejected_reward = policy.rejected - reference.rejected
     margin = chosen_reward - rejected_reward
-    wins = (margin > TIE_TOLERANCE).float() + 0.5 * (margin.abs() <= TIE_TOLERANCE).float()
+    pos = chosen_reward / policy.chosen_tokens.clamp(min=1)
+    neg = rejected_reward / policy.rejected_tokens.clamp(min=1)
     return {
-        "neg_logp_delta": float((rejected_reward / policy.rejected_tokens.clamp(min=1)).mean()),
-        "pos_logp_delta": float((chosen_reward / policy.chosen_tokens.clamp(min=1)).mean()),
-        "pref_accuracy": float(wins.mean()),
-        "n_pairs": len(margin),
+        "pos_logp_delta": pos,
+        "neg_logp_delta": neg,
+        "separation": pos - neg,
+        "reward_margin": margin,
+        "pref_accuracy": (margin > TIE_TOLERANCE).float() + 0.5 * (margin.abs() <= TIE_TOLERANCE).float(),
     }
+
+
+EVIDENCE_KEYS = ("pair_id", "prompt_id", "source", "annotator", "policy_tier", "group")
+
+
+def pair_evidence(policy: PairScores, reference: PairScores, pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair: its ids and group columns (those ``pairs`` has), token counts and
+    :func:`per_pair_values`. Saved as Parquet so a person can recompute every decision."""
+    keys = [column for column in EVIDENCE_KEYS if column in pairs.columns]
+    evidence = pairs[keys].reset_index(drop=True).copy()
+    evidence["chosen_tokens"] = policy.chosen_tokens.numpy()
+    evidence["rejected_tokens"] = policy.rejected_tokens.numpy()
+    for name, values in per_pair_values(policy, reference).items():
+        evidence[name] = values.double().numpy()
+    return evidence
+
+
+def logp_metrics(policy: PairScores, reference: PairScores) -> dict[str, float]:
+    """Means over pairs of :func:`per_pair_values` (the per-cycle dev gate's view)."""
+    values = per_pair_values(policy, reference)
+    metrics = {name: float(values[name].mean()) for name in ("neg_logp_delta", "pos_logp_delta", "separation",
+                                                              "pref_accuracy")}
+    return {**metrics, "n_pairs": len(values["separation"])}
 
 
 def mean_token_logp_delta(model, sequences: list[Encoded], ref_sums: torch.Tensor, pad_id: int) -> float:
@@ -97,13 +123,14 @@ def distinct_n(texts: list[str], n: int) -> float:
 
 
 def evaluate_policy(policy, reference, tokenizer, pairs: pd.DataFrame, seq: SequenceParams,
-                    params: EvaluateParams, seed: int) -> dict[str, float]:
-    """All held-out metrics of ``policy`` on (prompt, chosen, rejected) ``pairs``."""
-    if params.max_pairs:
-        pairs = pairs.head(params.max_pairs)
+                    params: EvaluateParams, seed: int, generation: bool = True) -> tuple[dict[str, float], pd.DataFrame]:
+    """Per-pair log-prob evidence of ``policy`` on (prompt, chosen, rejected) ``pairs`` and,
+    unless ``generation`` is off, its sampling metrics on the first ``kl_prompts`` prompts."""
     if pairs.empty:
         raise ValueError("no evaluation pairs: the held-out split holds no (chosen, rejected) pair")
-    metrics = logp_metrics(score_pairs(policy, tokenizer, pairs, seq), score_pairs(reference, tokenizer, pairs, seq))
+    evidence = pair_evidence(score_pairs(policy, tokenizer, pairs, seq), score_pairs(reference, tokenizer, pairs, seq),
+                             pairs)
+    if not generation:
+        return {}, evidence
     prompts = list(pairs["prompt"].head(params.kl_prompts))
-    metrics.update(generation_metrics(policy, reference, tokenizer, prompts, seq, params.max_new_tokens, seed))
-    return metrics
+    return generation_metrics(policy, reference, tokenizer, prompts, seq, params.max_new_tokens, seed), evidence
