@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss
+from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss, weighted_mean
 
 ALPHA, BETA = 0.1, 0.1
 
@@ -114,3 +114,30 @@ def test_kto_undesirable_hand_computed():
 def test_dpo_hand_computed():
     loss = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), beta=0.5)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-1.0)), rel=1e-6)
+
+
+# --- per-example weights (cycles.relearn.weighting) -------------------------------------------
+
+def test_weights_of_one_or_none_reproduce_the_plain_mean_exactly():
+    losses = d2o_loss(random_logps(8, 3), random_logps(8, 3, seed=20), random_logps(8, seed=21),
+                      random_logps(8, seed=22), ALPHA, BETA)
+    assert torch.equal(weighted_mean(losses), losses.mean())
+    assert torch.equal(weighted_mean(losses, torch.ones(8)), losses.mean())
+
+
+def test_weights_scale_each_examples_loss_and_gradient():
+    policy = random_logps(3).requires_grad_()
+    ref = random_logps(3, seed=23)
+
+    def gradient(weights):
+        policy.grad = None
+        weighted_mean(npo_loss(policy, ref, BETA), weights).backward()
+        return policy.grad.clone()
+
+    plain = gradient(None)
+    weighted = gradient(torch.tensor([1.0, 0.5, 0.0]))
+    assert torch.allclose(weighted, plain * torch.tensor([1.0, 0.5, 0.0]))
+    assert weighted[2] == 0 and abs(weighted[1]) < abs(plain[1])
+    loss = npo_loss(policy, ref, BETA)
+    assert weighted_mean(loss, torch.tensor([1.0, 0.5, 0.0])).item() == pytest.approx(
+        (loss[0] + 0.5 * loss[1]).item() / 3, rel=1e-6)

@@ -9,11 +9,13 @@ import torch
 from components.data.records import NEGATIVE, POSITIVE, Record, pairs, to_frame
 from components.modeling.models import load_model, load_tokenizer
 from components.modeling.sequences import Encoded, encode, score
-from components.params import AnchorParams, RelearnParams, load_params
+from components.params import AnchorParams, ParamsError, RelearnParams, load_params
 from components.training.anchors import sample_anchors
 from components.training.cycles import run_cycles
 from components.training.companions import fixed_companions, with_anchors
-from components.training.relearn import RelearnExample, relearn
+from components.training import relearn as relearn_module
+from components.training.losses import weighted_mean
+from components.training.relearn import RelearnCollator, RelearnExample, example_weights, relearn, with_weights
 from components.training.sft import supervised_finetune
 from conftest import REPO_ROOT, TINY_TEXTS
 
@@ -150,3 +152,42 @@ def test_a_cycle_that_passes_the_gate_is_kept(tiny_model_dir, tokenizer, train_a
     rejected = [encode(tokenizer, p, r, 32, 16) for p, r in zip(dev["prompt"], dev["rejected"])]
     pad = tokenizer.pad_token_id
     assert score(policy, rejected, pad)[0].sum() < score(reference, rejected, pad)[0].sum()
+
+
+# --- loss weights from agreement (cycles.relearn.weighting) ----------------------------------
+
+def test_example_weights_follow_the_weighting_rule():
+    negatives = pd.DataFrame({"agreement": [1.0, 2 / 3, 0.5]})
+    assert example_weights(negatives, "none") == [1.0, 1.0, 1.0]
+    assert example_weights(negatives, "agreement") == [1.0, 2 / 3, 0.5]
+    with pytest.raises(ParamsError, match="cycles.relearn.weighting"):
+        example_weights(negatives, "entropy")
+
+
+def test_the_collator_hands_each_examples_weight_to_the_trainer(tokenizer):
+    examples = [RelearnExample(encode(tokenizer, prompt(q), BAD, 32, 16), -10.0) for q in TRAIN_QUESTIONS[:3]]
+    batch = RelearnCollator(tokenizer.pad_token_id)(with_weights(examples, [1.0, 0.25, 0.5]))
+    assert batch["weights"].tolist() == [1.0, 0.25, 0.5]
+    assert RelearnCollator(tokenizer.pad_token_id)(examples)["weights"].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("weighting", ["none", "agreement"])
+def test_weighting_agreement_changes_the_weights_the_trainer_sees(tiny_model_dir, tokenizer, train_and_dev,
+                                                                  weighting, monkeypatch):
+    train, dev = train_and_dev
+    agreement = {q: a for q, a in zip(TRAIN_QUESTIONS, [1.0, 2 / 3, 0.5, 1.0, 0.75, 1 / 3])}
+    train = train.assign(agreement=[agreement[p.split(": ")[1].split("\n")[0]] for p in train["prompt"]])
+    seen = []
+
+    def recording_mean(losses, weights=None):
+        seen.extend(weights.tolist())
+        return weighted_mean(losses, weights)
+
+    monkeypatch.setattr(relearn_module, "weighted_mean", recording_mean)
+    params = load_params(REPO_ROOT / "params.yaml", overrides={
+        "sequence.max_prompt_tokens": 32, "sequence.max_response_tokens": 16, "cycles.count": 1,
+        "cycles.relearn.objective": "npo", "cycles.relearn.steps": 2, "cycles.relearn.batch_size": 6,
+        "cycles.relearn.weighting": weighting})
+    run_cycles(load_model(tiny_model_dir), tokenizer, train, dev, params, log=lambda _: None)
+    expected = [1.0] * 6 if weighting == "none" else sorted(round(a, 6) for a in agreement.values())
+    assert sorted(round(w, 6) for w in seen[:6]) == expected

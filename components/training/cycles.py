@@ -26,7 +26,7 @@ from components.params import Params
 from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import check_forget, forget
 from components.training.companions import fixed_companions, with_anchors
-from components.training.relearn import check_objective, relearn
+from components.training.relearn import check_objective, example_weights, relearn, with_weights
 
 
 @dataclass(frozen=True)
@@ -73,14 +73,15 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     check_objective(objective)
     check_forget(cfg.forget, len(decoder_blocks(policy)))  # before cycle 1 trains, though it forgets nothing
     negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed, paired=objective == "dpo")
+    weights = example_weights(negatives, cfg.relearn.weighting)
     prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in negatives["prompt"]]
     negative_ids = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens))
                     for p, r in zip(prompts, negatives["response"])]
     ref_neg, _ = score(reference, negative_ids, tokenizer.pad_token_id)
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
     best = logp_metrics(ref_dev, ref_dev)
-    examples = None if objective == "d2o" else fixed_companions(
-        objective, negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens)
+    examples = None if objective == "d2o" else with_weights(fixed_companions(
+        objective, negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens), weights)
     anchors: AnchorSet | None = None
     records = []
     for cycle in range(1, cfg.count + 1):
@@ -91,7 +92,8 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
             sampler = reference if cfg.anchors.mode == "offline" else policy
             log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(prompts)} prompts ({cfg.anchors.mode})")
             anchors = sample_anchors(sampler, reference, tokenizer, prompts, cfg.anchors, cycle_seed)
-            examples = with_anchors(negative_ids, ref_neg, anchors, tokenizer, cfg.anchors.drop_pattern)
+            examples = with_weights(with_anchors(negative_ids, ref_neg, anchors, tokenizer, cfg.anchors.drop_pattern),
+                                    weights)
         # cycle 1 relearns from the reference itself; forgetting starts with cycle 2
         forgetting = replace(cfg.forget, op="none") if cycle == 1 else cfg.forget
         forget(policy, forgetting, cycle_seed)

@@ -1,6 +1,7 @@
 """Alignment objectives as pure functions of summed response log-probs.
 
-Every function returns the per-example loss, shape ``[B]``; the batch loss is its mean.
+Every function returns the per-example loss, shape ``[B]``; the batch loss is
+:func:`weighted_mean` of it (each example's loss times its weight, e.g. its item's agreement).
 Inputs are ``log π(y|x)`` summed over response tokens (see ``components.modeling.sequences``).
 Reference log-probs are treated as constants: they are detached here, so no gradient can
 reach a reference model even if a caller forgets ``torch.no_grad``. Formulas: METHODS.md.
@@ -69,3 +70,11 @@ def kto_undesirable_loss(
 def ga_loss(policy_neg_logps: torch.Tensor) -> torch.Tensor:
     """Gradient ascent on negatives: minimise ``log π(y_l|x)``. Unbounded; the negative control."""
     return policy_neg_logps
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch loss: ``mean(w_i · loss_i)``, so an example's weight scales its gradient and
+    weights of one (or none) give the plain mean. Shared by every objective."""
+    if weights is None:
+        return losses.mean()
+    return (losses * weights.to(losses.dtype)).mean()

@@ -13,17 +13,19 @@ pass, with reference log-probs precomputed so the reference never runs during tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import pandas as pd
 import torch
 from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
-from components.params import RelearnParams
-from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss
+from components.params import ParamsError, RelearnParams
+from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss, weighted_mean
 from components.training.trainer_args import training_arguments
 
 OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga")
+WEIGHTINGS = ("none", "agreement")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class RelearnExample:
     companions: tuple[Encoded, ...] = ()
     ref_companion_logps: tuple[float, ...] = ()
     companion_mask: tuple[bool, ...] | None = None   # d2o: False drops an anchor
+    weight: float = 1.0                               # the loss multiplier (cycles.relearn.weighting)
 
 
 class RelearnCollator:
@@ -51,12 +54,27 @@ class RelearnCollator:
             "ref_neg_logps": torch.tensor([e.ref_neg_logp for e in examples]),
             "ref_companion_logps": torch.tensor([e.ref_companion_logps for e in examples]).view(n, -1),
             "companion_mask": torch.tensor(masks, dtype=torch.bool).view(n, -1),
+            "weights": torch.tensor([e.weight for e in examples], dtype=torch.float32),
         }
 
 
 def check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"cycles.relearn.objective: {objective!r} is not one of {OBJECTIVES}")
+
+
+def example_weights(negatives: pd.DataFrame, weighting: str) -> list[float]:
+    """Each training negative's loss weight: 1, or its item's ``agreement`` (the share of its
+    judgements that called it negative), so contested negatives pull less."""
+    if weighting not in WEIGHTINGS:
+        raise ParamsError(f"cycles.relearn.weighting: {weighting!r} is not one of {WEIGHTINGS}")
+    if weighting == "none":
+        return [1.0] * len(negatives)
+    return [float(w) for w in negatives["agreement"]]
+
+
+def with_weights(examples: list[RelearnExample], weights: list[float]) -> list[RelearnExample]:
+    return [replace(example, weight=weight) for example, weight in zip(examples, weights, strict=True)]
 
 
 def objective_losses(relearn: RelearnParams, policy_neg, ref_neg, policy_comp, ref_comp, comp_mask=None) -> torch.Tensor:
@@ -88,7 +106,7 @@ class RelearnTrainer(Trainer):
         policy_neg, policy_comp = logps[:n_neg], logps[n_neg:].view(n_neg, -1)
         losses = objective_losses(self.relearn, policy_neg, inputs["ref_neg_logps"], policy_comp,
                                   inputs["ref_companion_logps"], inputs["companion_mask"])
-        loss = losses.mean()
+        loss = weighted_mean(losses, inputs["weights"])
         return (loss, {"logps": logps}) if return_outputs else loss
 
 
