@@ -273,7 +273,7 @@ def run_plain_generate(model, tokenizer, prompts, anchors) -> Run:
 
 def build(args, params):
     seq = params.sequence
-    frame = to_frame(read_source(REPO / params.data.source, params.data.policy_tier))
+    frame = to_frame(read_source(REPO / params.data.source, params.data.policy_tier).records)
     tokenizer = train_bpe_tokenizer((p + " " + r for p, r in zip(frame["prompt"], frame["response"])),
                                     params.reference.vocab_size)
     torch.manual_seed(params.seed)

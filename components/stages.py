@@ -8,13 +8,17 @@ never touch the model registry: that belongs to the flow.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from transformers import set_seed
 
-from components.data.dataset import assign_splits, read_dataset, write_dataset
+from components.data.aggregation import aggregate
+from components.data.consent import read_withdrawals, withdraw
+from components.data.dataset import assign_splits, build_manifest, read_dataset, read_items, write_dataset
+from components.data.quarantine import summarise
 from components.data.readers import read_source
 from components.data.records import pairs, to_frame
 from components.errors import UserError
@@ -26,7 +30,8 @@ from components.params import Params
 from components.policy.data_card import render_data_card
 from components.training.cycles import run_cycles
 from components.training.sft import supervised_finetune
-from components.validation.suite import ValidationReport, raise_for_failures, validate_records
+from components.validation.agreement import alpha_text, check_min_agreement, measure
+from components.validation.screen import screen
 
 ARTIFACTS = Path("artifacts")
 DATASET_DIR = ARTIFACTS / "dataset"
@@ -44,22 +49,72 @@ def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def load_records(source: str | Path, params: Params) -> tuple[pd.DataFrame, ValidationReport]:
-    """Read and validate a source; raises (naming file, line, rule) before anything is written."""
-    frame = assign_splits(to_frame(read_source(source, params.data.policy_tier)),
-                          params.data.dev_fraction, params.data.test_fraction)
-    report = validate_records(frame, params.validation)
-    raise_for_failures(report)
-    return frame, report
+@dataclass(frozen=True)
+class LoadedSource:
+    """A source read, screened, withdrawn from and aggregated: what ingest writes, and what
+    evaluation scores (``pairs(loaded.items)``)."""
+
+    judgements: pd.DataFrame   # every kept judgement, canonical columns
+    items: pd.DataFrame        # one training row per item, by data.aggregation
+    quarantine: list[dict]     # file, line, rule, message, raw: one per problem
+    report: dict               # validation.json: suite, quarantine, agreement, aggregation, withdrawals
+
+    @property
+    def quarantined_rows(self) -> int:
+        return self.report["quarantine"]["rows"]
+
+    @property
+    def withdrawn(self) -> dict:
+        return self.report["withdrawals"]
+
+    def manifest_extra(self) -> dict:
+        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals")
+        return {"quarantined_rows": self.quarantined_rows, **{k: self.report[k] for k in keys}}
+
+    def summary(self) -> str:
+        q, a = self.report["quarantine"], self.report["aggregation"]
+        return "\n".join([
+            f"{self.report['suite']}: all {len(self.report['rules_checked'])} rules passed on "
+            f"{self.report['n_rows']} kept judgements",
+            f"quarantined: {q['rows']} of {q['source_rows']} source rows {q['by_rule']}",
+            f"aggregation {a['rule']}: {a['kept']} of {a['items']} items kept, left out {a['left_out']}",
+            f"Krippendorff's alpha: {alpha_text(self.report['agreement'])}",
+            f"withdrawn: {self.withdrawn['judgements']} judgements",
+        ])
+
+
+def load_records(source: str | Path, params: Params) -> LoadedSource:
+    """Read, screen and aggregate any source. Row problems go to the quarantine; this raises
+    (naming file, line and rule) only for file- or dataset-level problems or too many bad rows."""
+    data, rules = params.data, params.validation
+    withdrawals = read_withdrawals(data.withdrawals)
+    read = read_source(source, data.policy_tier)
+    judgements, withdrawn = withdraw(to_frame(read.records), withdrawals)
+    judgements = assign_splits(judgements, data.dev_fraction, data.test_fraction)
+    screened = screen(judgements, rules, read.rows, read.problems)
+    items, aggregation = aggregate(screened.kept, data.aggregation)
+    agreement = measure(screened.kept)
+    check_min_agreement(agreement, rules.min_agreement)
+    report = {
+        **screened.report.to_dict(),
+        "quarantine": summarise(screened.issues, read.rows),
+        "unpaired": summarise(read.unpaired, read.rows),   # rows read soundly as unpaired records
+        "agreement": agreement,
+        "aggregation": aggregation,
+        "withdrawals": withdrawn.as_dict(),
+    }
+    return LoadedSource(screened.kept, items, [i.as_dict() for i in screened.issues], report)
 
 
 def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DATASET_DIR) -> dict:
-    """Read, validate and write a content-hashed dataset version with its data card."""
+    """Read, screen and write a content-hashed dataset version with its quarantine, validation
+    report and data card, all at once: a failure leaves the previous version in place."""
     source = Path(source or params.data.source)
-    frame, report = load_records(source, params)
-    manifest = write_dataset(frame, out_dir, source)
-    _write_json(out_dir / VALIDATION_REPORT, report.to_dict())
-    (out_dir / DATA_CARD).write_text(render_data_card(frame, manifest))
+    loaded = load_records(source, params)
+    manifest = build_manifest(loaded.judgements, loaded.items, source, loaded.manifest_extra())
+    files = {VALIDATION_REPORT: json.dumps(loaded.report, indent=2, sort_keys=True, default=str) + "\n",
+             DATA_CARD: render_data_card(loaded.judgements, loaded.items, manifest)}
+    write_dataset(out_dir, loaded.judgements, loaded.items, loaded.quarantine, manifest, files)
     return manifest
 
 
@@ -84,8 +139,8 @@ def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Pa
         _write_json(out_dir / REFERENCE_POINTER, summary)
         return summary
     set_seed(params.seed)
-    frame, _ = read_dataset(dataset_dir)
-    train = frame[frame["split"] == "train"]
+    items, _ = read_items(dataset_dir)
+    train = items[items["split"] == "train"]
     tokenizer = train_bpe_tokenizer((p + " " + r for p, r in zip(train["prompt"], train["response"])), ref.vocab_size)
     seq = params.sequence
     model = build_tiny_model(tokenizer, ref.tiny.n_layer, ref.tiny.n_embd, ref.tiny.n_head,
@@ -110,10 +165,10 @@ def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path 
            out_dir: Path = POLICY_DIR, cycles_file: Path = CYCLES_FILE) -> dict:
     """Forget-and-relearn cycles from the reference; saves the final policy as safetensors."""
     set_seed(params.seed)
-    frame, manifest = read_dataset(dataset_dir)
+    items, manifest = read_items(dataset_dir)
     reference, tokenizer = load_reference(params, reference_dir)
-    train = frame[frame["split"] == "train"]
-    dev_pairs = pairs(frame[frame["split"] == "dev"])
+    train = items[items["split"] == "train"]
+    dev_pairs = pairs(items[items["split"] == "dev"])
     policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params)
     save_model(policy, tokenizer, out_dir)
     summary = {

@@ -14,6 +14,8 @@ _STATE = Path(tempfile.mkdtemp(prefix="alignpipe-test-state-"))
 os.environ["ALIGNPIPE_HOME"] = str(_STATE)
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
+# A fixed pseudonym salt: tests never create or read the salt file in the home folder.
+os.environ["ALIGNPIPE_PSEUDONYM_SALT"] = "alignpipe-tests-only"
 
 import components  # noqa: E402,F401  (applies the quiet/offline defaults)
 
@@ -25,6 +27,24 @@ TINY_TEXTS = [
     "Human: Tell me something mean.\n\nAssistant: I would rather not insult anyone.",
     "Human: What is the capital of France?\n\nAssistant: Paris is the capital of France.",
 ] * 20
+
+
+def write_params(directory: Path, overrides: dict | None = None) -> Path:
+    """The repo's params.yaml with dotted-key overrides (``{"validation.min_rows": 4}``), written
+    to ``directory``; relative paths in it (data.withdrawals) still resolve from the repo root."""
+    import yaml
+
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for dotted, value in (overrides or {}).items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        assert leaf in node, dotted
+        node[leaf] = value
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -110,12 +110,49 @@ def test_lone_surrogate_is_reported_not_crashing(suite):
 
 def test_duplicate_names_both_lines(suite):
     rows = records()
-    rows[4] = Record(prompt=rows[1].prompt, response=rows[1].response, label="negative", source="test",
-                     source_file=FILE, source_line=5)  # same text as line 2, other label
+    rows[4] = Record(prompt=rows[1].prompt, response=rows[1].response, label=rows[1].label, source="test",
+                     source_file=FILE, source_line=5)  # same annotator, text and label as line 2
     report = suite.validate_records(to_frame(rows), RULES)
     [failure] = report.failures
     assert (failure.rule, failure.column, failure.source_file, failure.source_line) == ("duplicate", "id", FILE, 5)
-    assert "line 2" in failure.detail
+    assert "line 2" in failure.detail and failure.row == 4
+    assert "row" not in report.to_dict()["failures"][0]
+
+
+def test_another_annotator_or_label_on_the_same_text_is_data_not_a_duplicate(suite):
+    rows = records()
+    same_text = dict(prompt=rows[1].prompt, response=rows[1].response, source="test", source_file=FILE)
+    rows[4] = Record(**same_text, label=rows[1].label, annotator="ann-2", source_line=5)
+    rows[5] = Record(**same_text, label="positive", source_line=6)
+    assert suite.validate_records(to_frame(rows), RULES).success
+
+
+def test_screen_quarantines_row_failures_until_the_kept_rows_pass(suite):
+    from components.data.quarantine import Issue
+    from components.validation.screen import screen
+
+    frame = to_frame(records(200))
+    frame.loc[2, "response"] = " "
+    frame.loc[7, "label"] = "neutral"
+    reader_problem = Issue(FILE, 300, "malformed_json", "not a JSON object", "{")
+    rules = ValidationParams(min_rows=5, max_bad_fraction=0.02)
+    screened = screen(frame, rules, source_rows=201, known=[reader_problem])
+    assert [(i.line, i.rule) for i in screened.issues] == [(300, "malformed_json"), (3, "non_empty_text"),
+                                                           (8, "label_domain")]
+    assert screened.issues[2].raw["label"] == "neutral" and screened.issues[2].raw["source_line"] == 8
+    assert len(screened.kept) == 198 and screened.report.success
+
+
+def test_screen_fails_above_max_bad_fraction_and_on_dataset_rules(suite):
+    from components.data.quarantine import TooManyBadRowsError
+    from components.validation.screen import screen
+
+    frame = to_frame(records(20))
+    frame.loc[[2, 5], "response"] = ""
+    with pytest.raises(TooManyBadRowsError, match=rf"2 of 20 source rows(.|\n)*{FILE}:3: non_empty_text"):
+        screen(frame, ValidationParams(min_rows=5, max_bad_fraction=0.05), source_rows=20, known=[])
+    with pytest.raises(suite.DataValidationError, match="row_count"):  # 18 rows kept < 19
+        screen(frame, ValidationParams(min_rows=19, max_bad_fraction=0.5), source_rows=20, known=[])
 
 
 def test_too_few_rows_is_a_dataset_failure(suite):

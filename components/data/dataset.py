@@ -1,9 +1,11 @@
-"""A versioned dataset: canonical records in Parquet plus a manifest with a content hash.
+"""A versioned dataset: judgements and items in Parquet, the quarantine, and a manifest.
 
-The version is a hash of the records' content, not of the file bytes or a timestamp, so
-re-ingesting the same data gives the same version and DVC sees nothing new. Splits are
-decided by a hash of the prompt, so a prompt's rows stay together and adding data never
-moves an old row from train into test.
+``records.parquet`` keeps every judgement (what people said); ``items.parquet`` one training
+row per judged item (what the aggregation rule made of it); ``quarantine.jsonl`` the rows set
+aside. The version is a hash of judgements and items, not of file bytes or a timestamp, so
+re-ingesting the same data with the same rule gives the same version and DVC sees nothing new.
+Splits are decided by a hash of the prompt, so a prompt's rows stay together and adding data
+never moves an old row from train into test.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.data.aggregation import ITEM_COLUMNS
+from components.data.quarantine import QUARANTINE_FILE, write_quarantine
 from components.data.records import COLUMNS, LABELS
 
 RECORDS_FILE = "records.parquet"
+ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "dev", "test")
 
@@ -33,10 +38,11 @@ def assign_splits(frame: pd.DataFrame, dev_fraction: float, test_fraction: float
     return frame.assign(split=split)
 
 
-def content_version(frame: pd.DataFrame) -> str:
+def content_version(judgements: pd.DataFrame, items: pd.DataFrame) -> str:
     digest = hashlib.sha256()
-    for row in frame.sort_values("id")[COLUMNS].itertuples(index=False):
-        digest.update(json.dumps(list(row), default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    for frame, columns in ((judgements, COLUMNS), (items, ITEM_COLUMNS)):
+        for row in frame.sort_values("id")[columns].itertuples(index=False):
+            digest.update(json.dumps(list(row), default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:16]
 
 
@@ -50,33 +56,56 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_dataset(frame: pd.DataFrame, out_dir: str | Path, source: str | Path, extra: dict | None = None) -> dict:
-    """Write records and manifest atomically: a half-written dataset never replaces a good one."""
-    out_dir = Path(out_dir)
-    frame = frame.sort_values("id").reset_index(drop=True)[COLUMNS]
-    manifest = {
-        "version": content_version(frame),
-        "n_rows": len(frame),
-        "labels": {label: int((frame["label"] == label).sum()) for label in LABELS},
-        "splits": {split: int((frame["split"] == split).sum()) for split in SPLITS},
+def _counts(frame: pd.DataFrame) -> dict:
+    return {"labels": {label: int((frame["label"] == label).sum()) for label in LABELS},
+            "splits": {split: int((frame["split"] == split).sum()) for split in SPLITS}}
+
+
+def build_manifest(judgements: pd.DataFrame, items: pd.DataFrame, source: str | Path, extra: dict | None = None) -> dict:
+    """Version and counts: ``n_rows``/``labels``/``splits`` count judgements, ``items`` the training rows."""
+    return {
+        "version": content_version(judgements, items),
+        "n_rows": len(judgements),
+        **_counts(judgements),
+        "items": {"n": len(items), **_counts(items)},
         "source": str(source),
         "source_sha256": file_sha256(Path(source)),
         "columns": COLUMNS,
+        "item_columns": ITEM_COLUMNS,
         **(extra or {}),
     }
+
+
+def write_dataset(out_dir: str | Path, judgements: pd.DataFrame, items: pd.DataFrame, quarantine: list[dict],
+                  manifest: dict, files: dict[str, str] | None = None) -> None:
+    """Write everything atomically: a half-written dataset never replaces a good one.
+    ``files`` maps further file names (validation report, data card) to their text."""
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    frame.to_parquet(staging / RECORDS_FILE, index=False)
-    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    judgements.sort_values("id").reset_index(drop=True)[COLUMNS].to_parquet(staging / RECORDS_FILE, index=False)
+    items.sort_values("id").reset_index(drop=True)[ITEM_COLUMNS].to_parquet(staging / ITEMS_FILE, index=False)
+    write_quarantine(quarantine, staging / QUARANTINE_FILE)
+    for name, text in {MANIFEST_FILE: json.dumps(manifest, indent=2) + "\n", **(files or {})}.items():
+        (staging / name).write_text(text)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return manifest
 
 
-def read_dataset(directory: str | Path) -> tuple[pd.DataFrame, dict]:
+def _read(directory: str | Path, name: str) -> tuple[pd.DataFrame, dict]:
     directory = Path(directory)
     if not (directory / MANIFEST_FILE).exists():
         raise FileNotFoundError(f"{directory}: no {MANIFEST_FILE}; run `alignpipe ingest` first")
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    return pd.read_parquet(directory / RECORDS_FILE), manifest
+    return pd.read_parquet(directory / name), manifest
+
+
+def read_dataset(directory: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Every judgement kept (one row per annotator's label), and the manifest."""
+    return _read(directory, RECORDS_FILE)
+
+
+def read_items(directory: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The training rows (one per item, with its aggregated label and agreement), and the manifest."""
+    return _read(directory, ITEMS_FILE)

@@ -1,68 +1,99 @@
-"""Read negative-feedback sources into canonical records.
+"""Read negative-feedback sources into canonical records (one per judgement).
 
 Formats: HH-RLHF JSONL(.gz) (``chosen``/``rejected`` dialogues), generic JSONL or Parquet
 with ``prompt``/``response``/``label`` columns, and a local ``datasets`` directory saved
-with ``save_to_disk`` holding either shape. Structural problems (a line that is not JSON,
-a missing field) are collected and raised together, each naming file, line and rule;
-content rules (empty text, duplicates, ...) belong to the validation suite.
+with ``save_to_disk`` holding either shape. A row that cannot be read (not JSON, a missing
+field, a wrong type) is returned as an :class:`Issue` with its raw content for the quarantine,
+and reading goes on; only file-level problems (missing, unknown format, unreadable, no row
+that is a dataset row) raise :class:`IngestError`. Content rules (empty text, duplicates, ...)
+belong to the validation suite. Annotator e-mails are pseudonymised here, before anything
+else sees them.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.data.consent import pseudonym, scrub
+from components.data.quarantine import MAX_REPORTED, Issue
 from components.data.records import ASSISTANT, NEGATIVE, POSITIVE, Record, content_id, render_turns
 from components.errors import UserError
 
 HH_SPLIT = f"\n\n{ASSISTANT}:"
 GENERIC_REQUIRED = ("prompt", "response", "label")
-PROVENANCE_FIELDS = ("annotator", "annotated_at", "policy_tier")
-MAX_REPORTED = 50
+PROVENANCE_FIELDS = ("annotator", "annotated_at", "policy_tier", "group")
 
 
-@dataclass(frozen=True)
-class SourceProblem:
-    file: str
-    line: int
-    rule: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.rule}: {self.message}"
+UNPAIRED_REASONS = {
+    "hh_shared_prompt": "'chosen' and 'rejected' differ before their last assistant turn: read as two unpaired records",
+    "hh_empty_side": "one side's response is empty: the other side is kept unpaired",
+}
 
 
 class IngestError(UserError, ValueError):
-    """A source cannot be read; ``problems`` lists every offending line (file, line, rule)."""
+    """A source cannot be read; ``problems`` names file, line and rule of each."""
 
-    def __init__(self, problems: list[SourceProblem]):
+    def __init__(self, problems: list[Issue]):
         self.problems = problems
         shown = "\n".join(f"  {p}" for p in problems[:MAX_REPORTED])
         more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
         super().__init__(f"{len(problems)} problem(s) reading the source:\n{shown}{more}")
 
 
-def read_source(path: str | Path, policy_tier: str = "global") -> list[Record]:
-    """All records of one source file or ``datasets`` directory, or an ``IngestError``."""
+@dataclass(frozen=True)
+class SourceRead:
+    records: list[Record]
+    problems: list[Issue]   # rows that could not be read: for the quarantine
+    unpaired: list[Issue]   # HH rows read soundly as unpaired records, and why
+    rows: int               # source rows (non-blank lines) seen
+
+
+def read_source(path: str | Path, policy_tier: str = "global") -> SourceRead:
+    """Every readable record of one source file or ``datasets`` directory, and every row that is not."""
     path = Path(path)
+    file = str(path)
     if not path.exists():
-        raise IngestError([SourceProblem(str(path), 0, "source_exists", "no such file or directory")])
-    problems: list[SourceProblem] = []
+        raise IngestError([Issue(file, 0, "source_exists", "no such file or directory")])
     records: list[Record] = []
-    for line, row in _rows(path, problems):
+    problems: list[Issue] = []
+    unpaired: list[Issue] = []
+    rows = 0
+    for line, row in _rows(path):
+        rows += 1
+        if isinstance(row, _Unparsable):
+            problems.append(Issue(file, line, "malformed_json", row.message, scrub(row.text)))
+            continue
         try:
-            records.extend(_to_records(row, str(path), line, policy_tier))
+            read, note = _to_records(row, file, line, policy_tier)
         except _RowProblem as problem:
-            problems.append(SourceProblem(str(path), line, problem.rule, problem.message))
-    if problems:
-        raise IngestError(problems)
+            problems.append(Issue(file, line, problem.rule, problem.message, _private(row)))
+            continue
+        records.extend(read)
+        if note:
+            unpaired.append(Issue(file, line, note, UNPAIRED_REASONS[note]))
     if not records:
-        raise IngestError([SourceProblem(str(path), 0, "non_empty_source", "the source holds no rows")])
-    return records
+        what = f"none of its {rows} rows is a dataset row" if rows else "the source holds no rows"
+        raise IngestError([Issue(file, 0, "non_empty_source", what)] + problems)
+    return SourceRead(records, problems, unpaired, rows)
+
+
+def _private(row: Any) -> Any:
+    """The raw row for the quarantine, its annotator pseudonymised like every kept record's."""
+    if isinstance(row, dict) and isinstance(row.get("annotator"), str):
+        return {**row, "annotator": pseudonym(row["annotator"])}
+    return row
+
+
+@dataclass(frozen=True)
+class _Unparsable:
+    text: str
+    message: str
 
 
 class _RowProblem(Exception):
@@ -71,17 +102,29 @@ class _RowProblem(Exception):
         self.rule, self.message = rule, message
 
 
-def _rows(path: Path, problems: list[SourceProblem]) -> Iterator[tuple[int, Any]]:
-    """``(1-based line or row number, parsed row)``; unparsable lines go to ``problems``."""
+def _rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(1-based line or row number, parsed row or _Unparsable)``; an unreadable file raises."""
+    try:
+        yield from _parsed_rows(path)
+    except (EOFError, OSError, zlib.error, UnicodeError) as err:
+        raise IngestError([Issue(str(path), 0, "readable_file", f"cannot be read to the end ({err})")]) from None
+
+
+def _parsed_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if path.is_dir():
         from datasets import load_from_disk
 
         for index, row in enumerate(load_from_disk(str(path))):
             yield index + 1, row
     elif path.name.endswith(".parquet"):
+        import pyarrow
         import pyarrow.parquet as pq
 
-        for index, row in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            table = pq.read_table(path)
+        except pyarrow.ArrowException as err:
+            raise OSError(str(err)) from None
+        for index, row in enumerate(table.to_pylist()):
             yield index + 1, row
     elif path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
         opener = gzip.open if path.name.endswith(".gz") else open
@@ -92,18 +135,19 @@ def _rows(path: Path, problems: list[SourceProblem]) -> Iterator[tuple[int, Any]
                 try:
                     yield number, json.loads(text)
                 except json.JSONDecodeError as err:
-                    problems.append(SourceProblem(str(path), number, "malformed_json", f"not a JSON object ({err.msg})"))
+                    yield number, _Unparsable(text.rstrip("\n"), f"not a JSON object ({err.msg})")
     else:
-        raise IngestError([SourceProblem(str(path), 0, "known_format",
-                                         "expected .jsonl, .jsonl.gz, .parquet or a datasets directory")])
+        raise IngestError([Issue(str(path), 0, "known_format",
+                                 "expected .jsonl, .jsonl.gz, .parquet or a datasets directory")])
 
 
-def _to_records(row: Any, file: str, line: int, policy_tier: str) -> list[Record]:
+def _to_records(row: Any, file: str, line: int, policy_tier: str) -> tuple[list[Record], str | None]:
+    """The row's records, and why they are unpaired when an HH row could not be read as a pair."""
     if not isinstance(row, dict):
         raise _RowProblem("malformed_json", f"expected a JSON object, got {type(row).__name__}")
     if "chosen" in row or "rejected" in row:
         return _hh_records(row, file, line, policy_tier)
-    return [_generic_record(row, file, line, policy_tier)]
+    return [_generic_record(row, file, line, policy_tier)], None
 
 
 def _require_text(row: dict, field: str) -> str:
@@ -121,15 +165,21 @@ def _split_hh(dialogue: str, field: str) -> tuple[str, str]:
     return dialogue[: cut + len(HH_SPLIT)].strip(), dialogue[cut + len(HH_SPLIT) :].strip()
 
 
-def _hh_records(row: dict, file: str, line: int, policy_tier: str) -> list[Record]:
+def _hh_records(row: dict, file: str, line: int, policy_tier: str) -> tuple[list[Record], str | None]:
+    """A negative and a positive sharing the prompt; unpaired when the sides' prompts differ or
+    one response is empty (the validation suite then quarantines the empty one)."""
     chosen, rejected = _require_text(row, "chosen"), _require_text(row, "rejected")
     prompt, negative = _split_hh(rejected, "rejected")
     chosen_prompt, positive = _split_hh(chosen, "chosen")
+    note = None
     if chosen_prompt != prompt:
-        raise _RowProblem("hh_shared_prompt", "'chosen' and 'rejected' differ before their last assistant turn")
-    common = dict(prompt=prompt, source="hh-rlhf", source_file=file, source_line=line,
-                  pair_id=content_id(chosen, rejected), policy_tier=policy_tier)
-    return [Record(response=negative, label=NEGATIVE, **common), Record(response=positive, label=POSITIVE, **common)]
+        note = "hh_shared_prompt"
+    elif not (negative and positive):
+        note = "hh_empty_side"
+    common = dict(source="hh-rlhf", source_file=file, source_line=line, policy_tier=policy_tier,
+                  pair_id=None if note else content_id(chosen, rejected))
+    return [Record(prompt=prompt, response=negative, label=NEGATIVE, **common),
+            Record(prompt=chosen_prompt, response=positive, label=POSITIVE, **common)], note
 
 
 def _generic_record(row: dict, file: str, line: int, policy_tier: str) -> Record:
@@ -147,6 +197,8 @@ def _generic_record(row: dict, file: str, line: int, policy_tier: str) -> Record
         label = label.strip().lower()
     provenance = {f: str(row[f]) for f in PROVENANCE_FIELDS if row.get(f) is not None}
     provenance.setdefault("policy_tier", policy_tier)
+    if "annotator" in provenance:
+        provenance["annotator"] = pseudonym(provenance["annotator"])
     return Record(
         prompt=prompt.strip(),
         response=_require_text(row, "response").strip(),

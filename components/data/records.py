@@ -1,4 +1,8 @@
-"""The canonical record: one row per (prompt, response), whatever format it came from.
+"""The canonical record: one row per *judgement* of a (prompt, response), whatever its format.
+
+Several annotators judging the same response are data, not duplicates: each judgement keeps
+its own row, and the judged (prompt, response) is the *item* (``item_id``); aggregation
+(``components.data.aggregation``) turns an item's judgements into one training row.
 
 A prompt is a multi-turn transcript in the HH-RLHF shape (``Human: ...\\n\\nAssistant: ...``
 turns, ending with ``\\n\\nAssistant:``), so multi-turn prompts keep their turns and every
@@ -24,6 +28,7 @@ ROLE_NAMES = {"user": HUMAN, "human": HUMAN, "assistant": ASSISTANT, "gpt": ASSI
 
 COLUMNS = [
     "id",
+    "item_id",
     "prompt_id",
     "pair_id",
     "prompt",
@@ -36,6 +41,7 @@ COLUMNS = [
     "annotator",
     "annotated_at",
     "policy_tier",
+    "group",
     "split",
 ]
 
@@ -52,25 +58,30 @@ class Record:
     annotator: str = "unknown"
     annotated_at: str = ""
     policy_tier: str = "global"
+    group: str = ""
 
     @property
     def prompt_id(self) -> str:
         return content_id(self.prompt)
 
     @property
-    def id(self) -> str:
-        """Stable across formats and re-ingestion: a hash of prompt and response only.
-
-        The label is left out on purpose, so the same text labelled twice is a duplicate.
-        """
+    def item_id(self) -> str:
+        """The judged item: a hash of prompt and response, stable across formats and re-ingestion."""
         return content_id(self.prompt, self.response)
+
+    @property
+    def id(self) -> str:
+        """The judgement: who said what about which item. Only a true duplicate (same
+        annotator, same text, same label) shares it."""
+        return content_id(self.prompt, self.response, self.annotator, self.label)
 
     @property
     def n_turns(self) -> int:
         return self.prompt.count(f"{HUMAN}:") + self.prompt.count(f"{ASSISTANT}:")
 
     def row(self) -> dict:
-        return {**asdict(self), "id": self.id, "prompt_id": self.prompt_id, "n_turns": self.n_turns}
+        return {**asdict(self), "id": self.id, "item_id": self.item_id, "prompt_id": self.prompt_id,
+                "n_turns": self.n_turns}
 
 
 def content_id(*parts: str) -> str:
@@ -94,15 +105,23 @@ def to_frame(records: list[Record]) -> pd.DataFrame:
     return frame
 
 
+PAIR_GROUP_COLUMNS = ("source", "annotator", "policy_tier", "group")
+
+
 def pairs(frame: pd.DataFrame) -> pd.DataFrame:
-    """(prompt, chosen, rejected) rows for every pair_id that has exactly one of each label."""
+    """(prompt, chosen, rejected) rows for every pair_id that has exactly one of each label.
+
+    Works on items (training rows) or judgements. The group columns come from the rejected
+    side: the negative is what a pair is evaluated on.
+    """
     paired = frame.dropna(subset=["pair_id"])
     counts = paired.groupby(["pair_id", "label"]).size().unstack(fill_value=0)
     complete = counts.index[(counts.get(POSITIVE, 0) == 1) & (counts.get(NEGATIVE, 0) == 1)]
     paired = paired[paired["pair_id"].isin(complete)]
-    chosen = paired[paired["label"] == POSITIVE].set_index("pair_id")
+    chosen = paired[paired["label"] == POSITIVE].set_index("pair_id")[["response"]]
     rejected = paired[paired["label"] == NEGATIVE].set_index("pair_id")
-    joined = chosen[["prompt", "response"]].merge(rejected[["response"]], left_index=True, right_index=True,
-                                                  suffixes=("", "_rejected"))
-    joined = joined.rename(columns={"response": "chosen", "response_rejected": "rejected"})
-    return joined.reset_index().sort_values("pair_id").reset_index(drop=True)
+    rejected = rejected[["prompt_id", "prompt", "response", *PAIR_GROUP_COLUMNS]]
+    joined = rejected.merge(chosen, left_index=True, right_index=True, suffixes=("", "_chosen"))
+    joined = joined.rename(columns={"response": "rejected", "response_chosen": "chosen"})
+    columns = ["pair_id", "prompt_id", "prompt", "chosen", "rejected", *PAIR_GROUP_COLUMNS]
+    return joined.reset_index()[columns].sort_values("pair_id").reset_index(drop=True)

@@ -1,23 +1,41 @@
 """The data card: "who we align to", carried with every dataset version and model version.
 
-It states where the negatives came from, who annotated them, under which policy tier, and
-how the data was split, so a registered model can be audited without rerunning anything.
+It states where the negatives came from, who judged them (pseudonymous ids only), under which
+policy tier and group, how much they agreed and how their judgements became training labels,
+what was set aside and withdrawn, and how the data was split, so a registered model can be
+audited without rerunning anything. It counts withdrawals; it never names who withdrew.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from components.validation.agreement import alpha_text
 
-def _counts(series: pd.Series, limit: int = 10) -> str:
-    counts = series.fillna("unknown").replace("", "unknown").value_counts()
-    lines = [f"| {value} | {count} |" for value, count in counts.head(limit).items()]
+
+def _table(header: str, counts: dict | pd.Series, what: str = "rows", limit: int = 10) -> str:
+    counts = pd.Series(counts, dtype="int64") if isinstance(counts, dict) else counts
+    lines = [f"| {header} | {what} |", "|---|---|"]
+    lines += [f"| {value} | {count} |" for value, count in counts.head(limit).items()]
     if len(counts) > limit:
         lines.append(f"| ({len(counts) - limit} more) | {int(counts.iloc[limit:].sum())} |")
+    if counts.empty:
+        lines.append("| (none) | 0 |")
     return "\n".join(lines)
 
 
-def render_data_card(frame: pd.DataFrame, manifest: dict) -> str:
+def _inline(counts: dict) -> str:
+    return ", ".join(f"{count} {what}" for what, count in counts.items()) or "none"
+
+
+def _values(series: pd.Series) -> pd.Series:
+    return series.fillna("unknown").replace("", "unknown").value_counts()
+
+
+def render_data_card(judgements: pd.DataFrame, items: pd.DataFrame, manifest: dict) -> str:
+    aggregation, agreement = manifest["aggregation"], manifest["agreement"]
+    quarantine, withdrawals, unpaired = manifest["quarantine"], manifest["withdrawals"], manifest["unpaired"]
+    item_labels = manifest["items"]["labels"]
     return f"""# Data card: dataset {manifest['version']}
 
 **Who we align to.** The negatives below are outputs that the listed annotators judged
@@ -25,19 +43,33 @@ harmful or unwanted under the listed policy tiers. A model trained on them learn
 judgement, not a universal one: read this before you deploy it.
 
 - Source: `{manifest['source']}` (sha256 `{manifest['source_sha256'][:16]}`)
-- Rows: {manifest['n_rows']} ({manifest['labels'].get('negative', 0)} negative, {manifest['labels'].get('positive', 0)} positive)
-- Splits: {', '.join(f"{k} {v}" for k, v in manifest['splits'].items())} (by prompt hash; test is held out from training and gating)
-- Multi-turn prompts: {int((frame['n_turns'] > 2).sum())} rows
+- Judgements kept: {manifest['n_rows']} ({manifest['labels'].get('negative', 0)} negative, {manifest['labels'].get('positive', 0)} positive), by {judgements['annotator'].nunique()} annotator id(s) (e-mail addresses pseudonymised)
+- Training items: {manifest['items']['n']} ({item_labels.get('negative', 0)} negative, {item_labels.get('positive', 0)} positive)
+- Splits (items): {', '.join(f"{k} {v}" for k, v in manifest['items']['splits'].items())} (by prompt hash; test is held out from training and gating)
+- Multi-turn prompts: {int((items['n_turns'] > 2).sum())} items
 
-| source | rows |
-|---|---|
-{_counts(frame['source'])}
+## How judgements became labels
 
-| annotator | rows |
-|---|---|
-{_counts(frame['annotator'])}
+- Aggregation rule: **{aggregation['rule']}**: {aggregation['kept']} of {aggregation['items']} items kept; left out: {_inline(aggregation['left_out'])}
+- Krippendorff's alpha (nominal): **{alpha_text(agreement)}** over {agreement['items_judged_twice_or_more']} items judged twice or more
 
-| policy tier | rows |
-|---|---|
-{_counts(frame['policy_tier'])}
+{_table("agreement (largest label share / judgements)", agreement['distribution'], "items")}
+
+## What was set aside
+
+- Quarantined: {quarantine['rows']} of {quarantine['source_rows']} source rows ({100 * quarantine['fraction']:.2f}%), kept with file, line and rule in `quarantine.jsonl`
+- Read as unpaired records: {unpaired['rows']} source rows ({_inline(unpaired['by_rule'])})
+- Withdrawn (consent): {withdrawals['judgements']} judgements, {withdrawals['annotators']} annotator(s), from {withdrawals['listed']} listed id(s)
+
+{_table("quarantine rule", quarantine['by_rule'], "problems")}
+
+## Who judged, where from
+
+{_table("source", _values(judgements['source']), "judgements")}
+
+{_table("annotator", _values(judgements['annotator']), "judgements")}
+
+{_table("policy tier", _values(judgements['policy_tier']), "judgements")}
+
+{_table("group", _values(judgements['group']), "judgements")}
 """

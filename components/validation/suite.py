@@ -38,7 +38,7 @@ RULES = (
     "row_count",
     "encodable_text",
 )
-REQUIRED_COLUMNS = ("id", "prompt_id", "prompt", "response", "label", "source", "source_file", "source_line")
+REQUIRED_COLUMNS = ("id", "item_id", "prompt_id", "prompt", "response", "label", "source", "source_file", "source_line")
 TEXT_COLUMNS = ("prompt", "response")
 MAX_FAILURES_PER_RULE = 1000  # per expectation: a huge bad file must not blow up memory or the report
 MAX_VALUE_CHARS = 80  # offending values are quoted, never whole texts
@@ -62,6 +62,7 @@ class RuleFailure:
     source_file: str | None
     source_line: int | None  # 1-based line in source_file
     detail: str
+    row: int | None = None   # position in the validated frame (not reported: it names no source)
 
     def location(self) -> str:
         if self.source_file is None:
@@ -85,7 +86,7 @@ class ValidationReport:
             "n_rows": self.n_rows,
             "n_failures": len(self.failures),
             "rules_checked": list(self.rules_checked),
-            "failures": [asdict(f) for f in self.failures],
+            "failures": [{k: v for k, v in asdict(f).items() if k != "row"} for f in self.failures],
         }
 
     def summary(self, limit: int = 20) -> str:
@@ -205,10 +206,10 @@ def _failures(result, frame: pd.DataFrame) -> list[RuleFailure]:
         if rule == "duplicate":
             if first_row[row] == row:
                 continue  # the first occurrence is fine; its later copies name it
-            detail = f"same prompt and response as {_where(frame, int(first_row[row]), relative_to=row)}"
+            detail = f"same annotator, text and label as {_where(frame, int(first_row[row]), relative_to=row)}"
         else:
             detail = _detail(rule, frame.at[row, column], config.kwargs)
-        failures.append(RuleFailure(rule, column, *_source(frame, row), detail))
+        failures.append(RuleFailure(rule, column, *_source(frame, row), detail, row=int(row)))
     unlisted = found["unexpected_count"] - len(rows)
     if unlisted > 0:
         failures.append(RuleFailure(rule, column, None, None, f"{unlisted} more row(s) fail; only {len(rows)} listed"))
