@@ -28,8 +28,6 @@ from components.errors import UserError
 HH_SPLIT = f"\n\n{ASSISTANT}:"
 GENERIC_REQUIRED = ("prompt", "response", "label")
 PROVENANCE_FIELDS = ("annotator", "annotated_at", "policy_tier", "group")
-
-
 UNPAIRED_REASONS = {
     "hh_shared_prompt": "'chosen' and 'rejected' differ before their last assistant turn: read as two unpaired records",
     "hh_empty_side": "one side's response is empty: the other side is kept unpaired",
