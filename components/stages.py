@@ -17,11 +17,13 @@ from transformers import set_seed
 
 from components.data.aggregation import aggregate
 from components.data.consent import read_withdrawals, withdraw
-from components.data.dataset import assign_splits, build_manifest, read_dataset, read_items, write_dataset
+from components.data.dataset import assign_splits, build_manifest, read_items, write_dataset
 from components.data.quarantine import summarise
 from components.data.readers import read_source
 from components.data.records import pairs, to_frame
 from components.errors import UserError
+from components.evaluation.evidence import flat_metrics, metric_intervals
+from components.evaluation.intervals import BootstrapSettings
 from components.evaluation.metrics import evaluate_policy
 from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
 from components.modeling.sequences import encode
@@ -39,6 +41,7 @@ REFERENCE_DIR = ARTIFACTS / "reference"
 POLICY_DIR = ARTIFACTS / "policy"
 CYCLES_FILE = ARTIFACTS / "cycles.json"
 METRICS_FILE = ARTIFACTS / "metrics.json"
+EVIDENCE_FILE = ARTIFACTS / "evidence.parquet"
 REFERENCE_POINTER = "reference.json"
 DATA_CARD = "data_card.md"
 VALIDATION_REPORT = "validation.json"
@@ -181,8 +184,9 @@ def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path 
 
 
 def evaluate(params: Params, policy_location: str | Path, pairs_frame: pd.DataFrame,
-             reference_dir: Path = REFERENCE_DIR) -> dict:
-    """Held-out metrics of a policy (local directory) against the reference."""
+             reference_dir: Path = REFERENCE_DIR, generation: bool = True) -> tuple[dict, pd.DataFrame]:
+    """A policy (local directory) against the reference: per-pair evidence on ``pairs_frame``
+    and, unless ``generation`` is off, sampling metrics (``kl_ref``, ``distinct_2``)."""
     set_seed(params.seed)
     reference, tokenizer = load_reference(params, reference_dir)
     policy = load_model(policy_location, params.reference.trust_remote_code, params.reference.dtype)
@@ -191,16 +195,35 @@ def evaluate(params: Params, policy_location: str | Path, pairs_frame: pd.DataFr
         raise IncomparableModelError(f"{policy_location}: its tokenizer differs from the reference's; "
                                      "log-prob deltas would compare different token sequences")
     with torch.inference_mode():
-        return evaluate_policy(policy, reference, tokenizer, pairs_frame, params.sequence, params.evaluate, params.seed)
+        return evaluate_policy(policy, reference, tokenizer, pairs_frame, params.sequence, params.evaluate, params.seed,
+                               generation)
 
 
 class IncomparableModelError(UserError, ValueError):
     """A model cannot be scored against this reference (another tokenizer)."""
 
 
+def summarize_evidence(params: Params, evidence: pd.DataFrame, generation: dict, quarantined_rows: int) -> dict:
+    """metrics.json: every log-prob metric with its interval (n, B, seed), plus generation metrics."""
+    settings = BootstrapSettings.from_gate(params.gate, params.seed)
+    return {**flat_metrics(metric_intervals(evidence, settings)), **generation, "quarantined_rows": quarantined_rows}
+
+
+def held_out_pairs(params: Params, dataset_dir: Path = DATASET_DIR) -> pd.DataFrame:
+    """The test split's (chosen, rejected) pairs, the first ``evaluate.max_pairs`` when set:
+    the one list both the candidate and the champion are judged on."""
+    items, _ = read_items(dataset_dir)
+    held_out = pairs(items[items["split"] == "test"])
+    return held_out.head(params.evaluate.max_pairs) if params.evaluate.max_pairs else held_out
+
+
 def evaluate_held_out(params: Params, dataset_dir: Path = DATASET_DIR, policy_dir: Path = POLICY_DIR,
-                      reference_dir: Path = REFERENCE_DIR, metrics_file: Path = METRICS_FILE) -> dict:
-    frame, _ = read_dataset(dataset_dir)
-    metrics = evaluate(params, policy_dir, pairs(frame[frame["split"] == "test"]), reference_dir)
+                      reference_dir: Path = REFERENCE_DIR, metrics_file: Path = METRICS_FILE,
+                      evidence_file: Path = EVIDENCE_FILE) -> dict:
+    generation, evidence = evaluate(params, policy_dir, held_out_pairs(params, dataset_dir), reference_dir)
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    metrics = summarize_evidence(params, evidence, generation, int(manifest.get("quarantined_rows", 0)))
+    evidence_file.parent.mkdir(parents=True, exist_ok=True)
+    evidence.to_parquet(evidence_file, index=False)
     _write_json(metrics_file, metrics)
     return metrics

@@ -35,8 +35,7 @@ def cmd_ingest(args) -> None:
 def cmd_validate(args) -> None:
     from components import stages
 
-    _, report = stages.load_records(args.source, _params(args))
-    print(report.summary())
+    print(stages.load_records(args.source, _params(args)).summary())
 
 
 def cmd_stage(args) -> None:
@@ -54,28 +53,42 @@ def cmd_stage(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from components import stages
-    from components.data.readers import read_source
-    from components.data.records import pairs, to_frame
+    from components.data.records import pairs
+    from components.evaluation.report import metric_lines
     from components.registry.registry import local_model_dir
 
     params = _params(args)
-    pair_frame = pairs(to_frame(read_source(args.pairs, params.data.policy_tier)))
-    metrics = stages.evaluate(params, local_model_dir(args.model), pair_frame, Path(args.reference))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
+    loaded = stages.load_records(args.pairs, params)
+    pair_frame = pairs(loaded.items)
+    if args.max_pairs:
+        pair_frame = pair_frame.head(args.max_pairs)
+    generation, evidence = stages.evaluate(params, local_model_dir(args.model), pair_frame, Path(args.reference))
+    metrics = stages.summarize_evidence(params, evidence, generation, loaded.quarantined_rows)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    evidence_file = out.with_name(out.stem + "-evidence.parquet")
+    evidence.to_parquet(evidence_file, index=False)
+    print("\n".join(metric_lines(metrics)))
+    print(f"-> {out} (per-pair evidence: {evidence_file})")
 
 
 def cmd_run(args) -> None:
+    from components.evaluation.report import metric_lines
     from flows.retrain import retrain
 
     result = retrain(root=args.root)
     name = _params(args).registry.model_name
-    print(f"\nalignpipe: {name} v{result.version} registered (alias 'challenger'); gate "
-          f"{'PASSED: promoted to champion' if result.promoted else 'FAILED: champion unchanged'}")
-    for check in result.gate.checks:
-        print(f"  {check}")
-    print(f"  held-out: {json.dumps(result.metrics)}")
+    if result.gate is None:
+        print(f"\nalignpipe: {result.skipped}")
+    else:
+        print(f"\nalignpipe: {name} v{result.version} registered (alias 'challenger'); gate "
+              f"{'PASSED: promoted to champion' if result.promoted else 'FAILED: champion unchanged'}")
+        for check in result.gate.checks:
+            print(f"  {check}")
+    print("  held-out (candidate against the reference):")
+    for line in metric_lines(result.metrics):
+        print(f"    {line}")
     print(where_to_look(name, result.champion))
 
 
@@ -136,8 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="held-out metrics of a model against the reference")
     evaluate.add_argument("--model", required=True, help="local model folder or MLflow URI (models:/alignpipe-policy@champion)")
-    evaluate.add_argument("--pairs", required=True, help="HH-format file (or any source with paired rows)")
-    evaluate.add_argument("--out", default="metrics.json")
+    evaluate.add_argument("--pairs", required=True, help="HH-format file (or any source with paired rows); odd rows "
+                          "are quarantined as at ingest, every other pair is scored")
+    evaluate.add_argument("--out", default="metrics.json", help="metrics file; per-pair evidence goes beside it "
+                          "as <name>-evidence.parquet (default: %(default)s)")
+    evaluate.add_argument("--max-pairs", type=int, default=0, help="score only the first N pairs (default: all)")
     evaluate.add_argument("--reference", default="artifacts/reference", help="reference folder (default: %(default)s)")
     evaluate.set_defaults(func=cmd_evaluate)
 

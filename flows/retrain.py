@@ -8,21 +8,25 @@ artifacts. Only this flow (and the ``promote``/``rollback`` commands) changes th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import stages
-from components.data.dataset import read_dataset
-from components.data.records import pairs
-from components.evaluation.gate import GateDecision, decide
+from components.errors import UserError
+from components.evaluation.gate import GateDecision, check_gate_params, decide
+from components.evaluation.plots import plot_group_intervals
+from components.evaluation.report import decision_markdown, metric_lines
 from components.params import Params, load_params
 from components.registry import registry
 from components.registry.tracking import ensure_experiment, log_finite_metrics
@@ -35,18 +39,19 @@ STAGE_FILES = {
                stages.DATASET_DIR / stages.DATA_CARD),
     "reference": (stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER),
     "cycles": (stages.CYCLES_FILE,),
-    "evaluate": (stages.METRICS_FILE,),
+    "evaluate": (stages.METRICS_FILE, stages.EVIDENCE_FILE),
 }
 
 
 @dataclass(frozen=True)
 class RetrainResult:
-    version: str
+    version: str | None            # None when nothing was registered
     promoted: bool
     champion: str | None
     metrics: dict
-    gate: GateDecision
+    gate: GateDecision | None      # None when nothing was registered
     run_id: str
+    skipped: str = ""              # why nothing was registered
 
 
 @task(cache_policy=NO_CACHE)
@@ -83,65 +88,94 @@ def track_stage(stage: str, ran: bool, params: Params, root: Path) -> None:
 
 
 @task(cache_policy=NO_CACHE)
-def champion_metrics(params: Params, root: Path) -> tuple[dict | None, str]:
-    """The current champion scored on the same held-out pairs as the candidate."""
+def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, str, str]:
+    """The current champion scored on the candidate's held-out pairs: ``(evidence, name,
+    why_not)``. When it cannot be scored there (another tokenizer, a missing model), the
+    reason comes back instead, and the gate fails closed on it."""
     current = registry.champion(params.registry.model_name)
     if current is None:
-        return None, ""
+        return None, "", ""
     name = f"champion v{current.version}"
-    frame, _ = read_dataset(root / stages.DATASET_DIR)
-    model_dir = registry.local_model_dir(f"models:/{params.registry.model_name}@{registry.CHAMPION}")
     try:
-        return stages.evaluate(params, model_dir, pairs(frame[frame["split"] == "test"]),
-                               root / stages.REFERENCE_DIR), name
-    except stages.IncomparableModelError as err:
-        get_run_logger().warning("%s; judging the candidate against the reference only", err)
-        return None, ""
+        model_dir = registry.local_model_dir(f"models:/{params.registry.model_name}@{registry.CHAMPION}")
+        held_out = stages.held_out_pairs(params, root / stages.DATASET_DIR)
+        _, evidence = stages.evaluate(params, model_dir, held_out, root / stages.REFERENCE_DIR, generation=False)
+    except UserError as err:
+        get_run_logger().warning("%s cannot be scored on the same pairs (%s): the candidate will not be promoted",
+                                 name, err)
+        return None, name, str(err)
+    return evidence, name, ""
 
 
 @task(cache_policy=NO_CACHE)
-def register(params: Params, root: Path, metrics: dict, gate: GateDecision) -> str:
-    manifest = json.loads((root / stages.DATASET_DIR / "manifest.json").read_text())
+def record_evidence(decision: GateDecision, params: Params, root: Path, champion: pd.DataFrame | None) -> None:
+    """Per-pair evidence (the candidate's, and the champion's on the same pairs), the gate's
+    figures and the per-group plot, in the active MLflow run."""
+    log_finite_metrics(decision.figures)
+    mlflow.set_tags({**decision.as_tags(), "gate.primary": params.gate.primary, "gate.groups.by": params.gate.groups.by})
+    mlflow.log_artifact(str(root / stages.EVIDENCE_FILE), artifact_path="evidence")
+    with tempfile.TemporaryDirectory() as scratch:
+        if champion is not None:
+            champion.to_parquet(Path(scratch) / "champion_evidence.parquet", index=False)
+            mlflow.log_artifact(str(Path(scratch) / "champion_evidence.parquet"), artifact_path="evidence")
+        plot = plot_group_intervals(decision.groups, params.gate.groups.by, params.gate.primary,
+                                    Path(scratch) / "group_intervals.png", subtitle=decision.against)
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+
+
+@task(cache_policy=NO_CACHE)
+def register(params: Params, root: Path, metrics: dict, gate: GateDecision, identity: dict[str, str]) -> str:
     data_card = (root / stages.DATASET_DIR / stages.DATA_CARD).read_text()
     model_uri = registry.log_policy_model(root / stages.POLICY_DIR)
     tags = {
-        "data_version": manifest["version"],
-        "code_commit": git_commit(root),
+        **identity,
         "params": json.dumps(params.flat(), sort_keys=True),
         "objective": params.cycles.relearn.objective,
         "mlflow_run_id": mlflow.active_run().info.run_id,
         **{f"metric.{k}": f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()},
         **gate.as_tags(),
     }
-    return registry.register_candidate(model_uri, params.registry.model_name, tags, description=data_card)
+    description = decision_markdown(gate, params.gate.primary, params.gate.groups.by) + "\n" + data_card
+    return registry.register_candidate(model_uri, params.registry.model_name, tags, description=description)
 
 
 def git_commit(root: Path) -> str:
-    """The code commit, marked ``-dirty`` when the work tree has uncommitted changes."""
+    """The code commit; with uncommitted changes, ``-dirty.`` and a hash of the diff, so two
+    different dirty trees never count as the same code."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    diff = git("diff", "HEAD")
+    return f"{commit}-dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}" if diff else commit
+
+
+def candidate_identity(params: Params, root: Path) -> dict[str, str]:
+    """What makes two candidates the same: data version, params and code commit."""
+    manifest = json.loads((root / stages.DATASET_DIR / "manifest.json").read_text())
+    params_json = json.dumps(params.flat(), sort_keys=True, default=str)
+    return {"data_version": manifest["version"], "params_sha256": hashlib.sha256(params_json.encode()).hexdigest(),
+            "code_commit": git_commit(root)}
 
 
 def summary_markdown(result: RetrainResult, params: Params, stages_ran: dict[str, bool]) -> str:
     name = params.registry.model_name
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                     for k, v in result.metrics.items())
-    checks = "\n".join(f"- {c}" for c in result.gate.checks)
     ran = ", ".join(f"{s}: {'ran' if r else 'cached'}" for s, r in stages_ran.items())
-    verdict = f"promoted to `{name}@champion`" if result.promoted else "not promoted (champion unchanged)"
-    return f"""# alignpipe retrain: `{name}` v{result.version} {verdict}
+    metrics = "\n".join(f"- {line}" for line in metric_lines(result.metrics))
+    if result.gate is None:
+        headline, body = f"# alignpipe retrain: nothing registered for `{name}`", result.skipped
+    else:
+        verdict = f"promoted to `{name}@champion`" if result.promoted else "not promoted (champion unchanged)"
+        headline = f"# alignpipe retrain: `{name}` v{result.version} {verdict}"
+        body = decision_markdown(result.gate, params.gate.primary, params.gate.groups.by)
+    return f"""{headline}
 
 Stages (DVC): {ran}
 
-| held-out metric | value |
-|---|---|
-{rows}
+Held-out metrics (candidate against the reference):
+{metrics}
 
-Gate against {result.gate.against}: **{'PASS' if result.gate.passed else 'FAIL'}**
-{checks}
+{body}
 
 Champion now: {f'v{result.champion}' if result.champion else 'none'}. MLflow run `{result.run_id}`.
 """
@@ -149,10 +183,12 @@ Champion now: {f'v{result.champion}' if result.champion else 'none'}. MLflow run
 
 @flow(name="retrain", log_prints=True)
 def retrain(root: str = ".") -> RetrainResult:
-    """Stages → gate against the champion → register (challenger) → promote if the gate passes."""
+    """Stages → skip if identical → gate on intervals → register (challenger) → promote if passed."""
     root = Path(root).resolve()
     params = load_params(root / "params.yaml")
+    check_gate_params(params.gate)
     ensure_experiment(params.registry.experiment)
+    name = params.registry.model_name
     with mlflow.start_run(run_name="retrain") as run:
         mlflow.log_params(params.flat())
         stages_ran = {}
@@ -161,19 +197,30 @@ def retrain(root: str = ".") -> RetrainResult:
             track_stage(stage, stages_ran[stage], params, root)
         metrics = json.loads((root / stages.METRICS_FILE).read_text())
         log_finite_metrics(metrics)
-        baseline, baseline_name = champion_metrics(params, root)
-        gate = decide(metrics, params.gate, baseline, baseline_name)
-        if baseline:
-            log_finite_metrics({f"champion.{k}": v for k, v in baseline.items()})
-        mlflow.set_tags(gate.as_tags())
-        version = register(params, root, metrics, gate)
-        if gate.passed:
-            registry.promote(params.registry.model_name, version, reason="; ".join(gate.checks))
-        current = registry.champion(params.registry.model_name)
-        result = RetrainResult(version, gate.passed, str(current.version) if current else None,
-                               metrics, gate, run.info.run_id)
+        identity = candidate_identity(params, root)
+        mlflow.set_tags(identity)
+        twin = registry.identical_version(name, identity)
+        current = registry.champion(name)
+        if twin is not None:
+            skipped = (f"nothing registered: the candidate equals {name} v{twin[0].version} ('{twin[1]}'): same "
+                       f"data version {identity['data_version']}, params and code commit {identity['code_commit'][:12]}")
+            print(skipped)
+            mlflow.set_tag("registered", "false")
+            result = RetrainResult(None, False, str(current.version) if current else None, metrics, None,
+                                   run.info.run_id, skipped)
+        else:
+            champion, champion_name, why_not = champion_evidence(params, root)
+            candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)
+            gate = decide(candidate, params.gate, params.seed, champion, champion_name, why_not)
+            record_evidence(gate, params, root, champion)
+            version = register(params, root, metrics, gate, identity)
+            if gate.passed:
+                registry.promote(name, version, reason="; ".join(gate.checks))
+            current = registry.champion(name)
+            result = RetrainResult(version, gate.passed, str(current.version) if current else None,
+                                   metrics, gate, run.info.run_id)
     create_markdown_artifact(key="retrain-summary", markdown=summary_markdown(result, params, stages_ran),
-                             description=f"{params.registry.model_name} v{version}")
+                             description=f"{name} v{result.version}" if result.version else f"{name}: nothing registered")
     return result
 
 

@@ -11,16 +11,20 @@ import pandas as pd
 import pytest
 import torch
 
-from components.evaluation.metrics import PairScores, distinct_n, evaluate_policy, logp_metrics
+from components.evaluation.metrics import PairScores, distinct_n, evaluate_policy, logp_metrics, pair_evidence
 from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.params import EvaluateParams, SequenceParams
 from components.registry import registry, tracking
+from conftest import SAMPLE
 from flows.cli import main
 
-METRIC_KEYS = {"neg_logp_delta", "pos_logp_delta", "pref_accuracy", "kl_ref", "distinct_2", "n_pairs"}
+LOGP_METRICS = ("neg_logp_delta", "pos_logp_delta", "separation", "pref_accuracy")
+METRIC_KEYS = {*LOGP_METRICS, *(f"{m}_ci_{end}" for m in LOGP_METRICS for end in ("low", "high")), "kl_ref",
+               "distinct_2", "n_pairs", "n_clusters", "bootstrap_samples", "bootstrap_seed", "confidence", "ci_method",
+               "quarantined_rows"}
 SEQ = SequenceParams(max_prompt_tokens=32, max_response_tokens=16)
-FAST = EvaluateParams(max_pairs=10, kl_prompts=3, max_new_tokens=8)
+FAST = EvaluateParams(kl_prompts=3, max_new_tokens=8)
 
 PAIRS = pd.DataFrame(
     {
@@ -90,6 +94,7 @@ def params_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(
         "seed: 0\n"
+        "validation: {min_rows: 2}\n"
         f"sequence: {{max_prompt_tokens: {SEQ.max_prompt_tokens}, max_response_tokens: {SEQ.max_response_tokens}}}\n"
         f"evaluate: {{max_pairs: {FAST.max_pairs}, kl_prompts: {FAST.kl_prompts}, max_new_tokens: {FAST.max_new_tokens}}}\n"
     )
@@ -106,7 +111,8 @@ def _scores(chosen, chosen_tokens, rejected, rejected_tokens) -> PairScores:
 def test_policy_equal_to_reference_gives_zero_deltas_and_half_preference():
     scores = _scores([-10.0, -3.5, -7.0], [4, 2, 5], [-12.0, -8.0, -1.0], [3, 6, 1])
     metrics = logp_metrics(scores, scores)
-    assert metrics == {"neg_logp_delta": 0.0, "pos_logp_delta": 0.0, "pref_accuracy": 0.5, "n_pairs": 3}
+    assert metrics == {"neg_logp_delta": 0.0, "pos_logp_delta": 0.0, "separation": 0.0, "pref_accuracy": 0.5,
+                       "n_pairs": 3}
 
 
 def test_hand_built_scores_give_per_token_deltas_and_preference():
@@ -116,8 +122,24 @@ def test_hand_built_scores_give_per_token_deltas_and_preference():
     metrics = logp_metrics(policy, reference)
     assert metrics["pos_logp_delta"] == pytest.approx((2 / 2 + -2 / 4 + 1 / 1) / 3)      # 0.5
     assert metrics["neg_logp_delta"] == pytest.approx((-2 / 4 + 2 / 2 + 1 / 2) / 3)      # 1/3
+    assert metrics["separation"] == pytest.approx(0.5 - 1 / 3)
     assert metrics["pref_accuracy"] == 0.5                                              # (1 + 0 + 0.5) / 3
     assert metrics["n_pairs"] == 3
+
+
+def test_pair_evidence_keeps_every_pair_with_its_ids_and_groups():
+    reference = _scores([-10.0, -10.0, -10.0], [2, 4, 1], [-10.0, -10.0, -10.0], [4, 2, 2])
+    policy = _scores([-8.0, -12.0, -9.0], [2, 4, 1], [-12.0, -8.0, -9.0], [4, 2, 2])
+    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "prompt_id": ["p", "p", "q"], "group": ["x", "y", "x"],
+                          "prompt": ["?"] * 3, "chosen": ["c"] * 3, "rejected": ["r"] * 3})
+    evidence = pair_evidence(policy, reference, pairs)
+    assert list(evidence["pair_id"]) == ["a", "b", "c"] and list(evidence["group"]) == ["x", "y", "x"]
+    assert list(evidence["pos_logp_delta"]) == pytest.approx([1.0, -0.5, 1.0])
+    assert list(evidence["neg_logp_delta"]) == pytest.approx([-0.5, 1.0, 0.5])
+    assert list(evidence["separation"]) == pytest.approx([1.5, -1.5, 0.5])
+    assert list(evidence["pref_accuracy"]) == [1.0, 0.0, 0.5]
+    assert list(evidence["reward_margin"]) == pytest.approx([4.0, -4.0, 0.0])
+    assert logp_metrics(policy, reference)["separation"] == pytest.approx(evidence["separation"].mean())
 
 
 def test_preference_counts_wins_losses_and_near_ties():
@@ -148,55 +170,64 @@ def test_distinct_n(texts, n, expected):
 def test_tiny_model_against_itself(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     policy, reference = load_model(tiny_model_dir), load_model(tiny_model_dir)
-    metrics = evaluate_policy(policy, reference, tokenizer, PAIRS, SEQ, FAST, seed=0)
-    assert set(metrics) == METRIC_KEYS
-    assert metrics["kl_ref"] == pytest.approx(0.0, abs=1e-6)
-    assert metrics["neg_logp_delta"] == pytest.approx(0.0, abs=1e-6)
-    assert metrics["pos_logp_delta"] == pytest.approx(0.0, abs=1e-6)
-    assert metrics["pref_accuracy"] == 0.5
-    assert metrics["n_pairs"] == len(PAIRS)
-    assert 0.0 <= metrics["distinct_2"] <= 1.0
-
-
-def test_max_pairs_limits_the_pairs_scored(tiny_model_dir):
-    tokenizer = load_tokenizer(tiny_model_dir)
-    model = load_model(tiny_model_dir)
-    metrics = evaluate_policy(model, model, tokenizer, PAIRS, SEQ, EvaluateParams(max_pairs=2, kl_prompts=2, max_new_tokens=4), seed=0)
-    assert metrics["n_pairs"] == 2
+    generation, evidence = evaluate_policy(policy, reference, tokenizer, PAIRS, SEQ, FAST, seed=0)
+    assert set(generation) == {"kl_ref", "distinct_2"}
+    assert generation["kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= generation["distinct_2"] <= 1.0
+    assert len(evidence) == len(PAIRS)
+    for metric in ("neg_logp_delta", "pos_logp_delta", "separation"):
+        assert evidence[metric].abs().max() == pytest.approx(0.0, abs=1e-6)
+    assert set(evidence["pref_accuracy"]) == {0.5}
     with pytest.raises(ValueError, match="no evaluation pairs"):
-        evaluate_policy(model, model, tokenizer, PAIRS.head(0), SEQ, FAST, seed=0)
+        evaluate_policy(policy, reference, tokenizer, PAIRS.head(0), SEQ, FAST, seed=0)
 
 
 def test_perturbed_copy_moves_away_from_the_reference(tiny_model_dir, perturbed_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
-    metrics = evaluate_policy(load_model(perturbed_dir), load_model(tiny_model_dir), tokenizer, PAIRS, SEQ, FAST, seed=0)
-    assert metrics["kl_ref"] > 1e-3
-    assert metrics["neg_logp_delta"] != pytest.approx(0.0, abs=1e-4)
-    assert metrics["pos_logp_delta"] != pytest.approx(0.0, abs=1e-4)
-    assert 0.0 <= metrics["pref_accuracy"] <= 1.0
-    assert 0.0 <= metrics["distinct_2"] <= 1.0
+    generation, evidence = evaluate_policy(load_model(perturbed_dir), load_model(tiny_model_dir), tokenizer, PAIRS,
+                                           SEQ, FAST, seed=0)
+    assert generation["kl_ref"] > 1e-3
+    assert evidence["neg_logp_delta"].abs().max() > 1e-4 and evidence["pos_logp_delta"].abs().max() > 1e-4
+    assert set(evidence["pref_accuracy"]) <= {0.0, 0.5, 1.0}
     # the same seed gives the same samples, so the metrics repeat exactly
     again = evaluate_policy(load_model(perturbed_dir), load_model(tiny_model_dir), tokenizer, PAIRS, SEQ, FAST, seed=0)
-    assert again == metrics
+    assert again[0] == generation
+    pd.testing.assert_frame_equal(again[1], evidence)
 
 
 # ---------------------------------------------------------------- alignpipe evaluate
 
 
-def _evaluate(params_file, model, pairs_file, out, reference) -> int:
+def _evaluate(params_file, model, pairs_file, out, reference, *extra) -> int:
     return main(["--params", str(params_file), "evaluate", "--model", str(model), "--pairs", str(pairs_file),
-                 "--out", str(out), "--reference", str(reference)])
+                 "--out", str(out), "--reference", str(reference), *extra])
 
 
-def test_cli_evaluate_writes_every_metric(params_file, tiny_model_dir, hh_file, tmp_path, capsys):
+def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_model_dir, hh_file, tmp_path, capsys):
     out = tmp_path / "nested" / "metrics.json"
     assert _evaluate(params_file, tiny_model_dir, hh_file, out, tiny_model_dir) == 0
     itself = json.loads(out.read_text())
     assert set(itself) == METRIC_KEYS
-    assert itself["n_pairs"] == len(PAIRS)
+    assert itself["n_pairs"] == len(PAIRS) and itself["quarantined_rows"] == 0
     assert itself["kl_ref"] == pytest.approx(0.0, abs=1e-6)
-    assert itself["pref_accuracy"] == 0.5
-    assert json.loads(capsys.readouterr().out) == itself       # also printed
+    assert itself["pref_accuracy"] == 0.5 == itself["pref_accuracy_ci_low"] == itself["pref_accuracy_ci_high"]
+    evidence = pd.read_parquet(tmp_path / "nested" / "metrics-evidence.parquet")
+    assert len(evidence) == len(PAIRS)
+    printed = capsys.readouterr().out
+    assert "separation 0.0000 [0.0000, 0.0000]" in printed and "B=2000" in printed and "quarantined_rows 0" in printed
+
+
+def test_cli_evaluate_scores_every_pair_of_a_public_file_with_odd_rows(params_file, tiny_model_dir, tmp_path, capsys):
+    """The published HH sample as it comes: 4 rows with an empty response are quarantined, 2 rows whose sides
+    differ before the last turn are read but make no pair; every other pair is scored, none capped."""
+    out = tmp_path / "metrics.json"
+    assert _evaluate(params_file, tiny_model_dir, SAMPLE, out, tiny_model_dir) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["n_pairs"] == 1504 and metrics["quarantined_rows"] == 4
+    assert metrics["separation_ci_low"] <= metrics["separation"] <= metrics["separation_ci_high"]
+    assert "quarantined_rows 4" in capsys.readouterr().out
+    assert _evaluate(params_file, tiny_model_dir, SAMPLE, out, tiny_model_dir, "--max-pairs", "7") == 0
+    assert json.loads(out.read_text())["n_pairs"] == 7
 
 
 def test_cli_evaluate_registry_champion_matches_the_local_folder(

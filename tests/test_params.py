@@ -45,7 +45,10 @@ def test_repo_params_load_with_the_documented_values():
     assert params.reference.model == "tiny"
     assert params.reference.tiny.n_embd == 128
     assert params.reference.sft.learning_rate == pytest.approx(2e-3)
-    assert params.gate.pref_tolerance == 0.02
+    assert (params.gate.confidence, params.gate.bootstrap_samples, params.gate.min_pairs) == (0.95, 2000, 100)
+    assert params.gate.primary == "separation" and params.gate.groups.rule == "pooled"
+    assert params.data.aggregation == "majority" and params.validation.max_bad_fraction == 0.01
+    assert params.validation.min_agreement is None
     assert params.registry.model_name == "alignpipe-policy"
     assert params.schedule.cron == "0 3 * * 1"
 

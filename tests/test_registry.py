@@ -186,3 +186,17 @@ def test_alias_moved_by_hand_is_kept_in_history(logged_policy, model_name):
     registry.promote(model_name, v3, "third")
     assert registry.rollback(model_name) == v2
     assert registry.rollback(model_name) == v1
+
+
+def test_identical_version_matches_data_params_and_code_of_champion_or_challenger(logged_policy, model_name):
+    identity = {"data_version": "d1", "params_sha256": "p1", "code_commit": "c1"}
+    assert registry.identical_version(model_name, identity) is None          # no such model yet
+    first = registry.register_candidate(logged_policy["model_uri"], model_name, identity, "")
+    registry.promote(model_name, first, "test")
+    found, alias = registry.identical_version(model_name, identity)
+    assert str(found.version) == first and alias == "champion"
+    for key in identity:
+        assert registry.identical_version(model_name, {**identity, key: "other"}) is None
+    second = registry.register_candidate(logged_policy["model_uri"], model_name, {**identity, "code_commit": "c2"}, "")
+    found, alias = registry.identical_version(model_name, {**identity, "code_commit": "c2"})
+    assert str(found.version) == second and alias == "challenger"

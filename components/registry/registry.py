@@ -98,9 +98,28 @@ def register_candidate(model_uri: str, model_name: str, tags: dict[str, str], de
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, _tag_value(value))
     if description:
-        client.update_model_version(model_name, version, description=description)
+        client.update_model_version(model_name, version, description=_tag_value(description))
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     return str(version)
+
+
+IDENTITY_TAGS = ("data_version", "params_sha256", "code_commit")
+
+
+def identical_version(model_name: str, identity: dict[str, str]) -> tuple[ModelVersion, str] | None:
+    """The champion or challenger whose data version, params and code commit all equal
+    ``identity`` (the ``IDENTITY_TAGS``), with its alias; None when there is none.
+
+    Registering such a candidate again would only add an identical version, so the flow
+    skips it. A work tree with uncommitted changes never matches by accident: its commit
+    carries a hash of the diff (see ``flows.retrain.git_commit``).
+    """
+    client = MlflowClient()
+    for alias in (CHAMPION, CHALLENGER):
+        version = _alias_version(client, model_name, alias)
+        if version is not None and all(version.tags.get(k) == identity[k] for k in IDENTITY_TAGS):
+            return version, alias
+    return None
 
 
 def _alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
