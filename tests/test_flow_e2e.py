@@ -1,9 +1,14 @@
-"""The whole pipeline on its smallest configuration: a real Prefect flow run, real DVC,
-real MLflow registry. Then bad data: the run fails and the registry stays as it was."""
+"""The whole pipeline on its smallest configuration: real Prefect flow runs, real DVC, a real
+MLflow registry, and the gate deciding on intervals.
+
+One throwaway project goes through the runs a team would make: a first candidate, the same
+run again, a better one, one trained on shuffled labels, one on another tokenizer, one on a
+random untrained reference, and bad data. The data carries a planted behaviour
+(``planted_data.py``) so that a real improvement is measurable at this size.
+"""
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import subprocess
@@ -11,28 +16,27 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, SAMPLE
+from conftest import REPO_ROOT
+from planted_data import EMAIL_DOMAIN, planted_rows, shuffle_training_labels, write_planted
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "e2e-policy"
+BIN = Path(sys.executable).parent
 SMALLEST = {
-    "data": {"source": "data/small.jsonl", "dev_fraction": 0.15, "test_fraction": 0.15},
-    "validation": {"min_rows": 50},
-    "reference": {"vocab_size": 400, "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2},
-                  "sft": {"steps": 30, "batch_size": 8, "learning_rate": 3.0e-3, "warmup_steps": 2}},
-    "sequence": {"max_prompt_tokens": 32, "max_response_tokens": 16},
-    "cycles": {"count": 2, "anchors": {"k": 2, "max_new_tokens": 8},
-               "relearn": {"steps": 6, "batch_size": 4, "learning_rate": 3.0e-3, "max_prompts": 24},
-               "gate": {"max_pos_drop": 100.0}},
-    "evaluate": {"max_pairs": 30, "kl_prompts": 4, "max_new_tokens": 8},
-    # Thresholds open: a 1-layer model on 150 dialogues proves the mechanics, not quality; the
-    # embedded default's own gate (make run) is where quality is judged.
-    "gate": {"max_pos_drop": 100.0, "min_pref_accuracy": 0.0},
+    "data": {"source": "data/planted.jsonl", "dev_fraction": 0.15, "test_fraction": 0.2},
+    "sequence": {"max_prompt_tokens": 24, "max_response_tokens": 24},
+    "cycles": {"count": 1, "anchors": {"k": 2, "max_new_tokens": 12},
+               "relearn": {"steps": 4, "batch_size": 8, "learning_rate": 5.0e-4, "max_prompts": 64}},
+    "evaluate": {"kl_prompts": 4, "max_new_tokens": 8},
+    "gate": {"min_pairs": 40, "groups": {"by": "group", "rule": "pooled", "min_pairs": 15}},
     "registry": {"experiment": "e2e", "model_name": MODEL_NAME},
 }
+# longer training at a gentler rate: measured +0.034 [0.028, 0.041] paired separation over the first
+STRONGER = {"cycles.relearn.steps": 8, "cycles.relearn.learning_rate": 3.0e-4}
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -40,26 +44,69 @@ def merge(base: dict, override: dict) -> dict:
         {k: v for k, v in base.items() if k not in override}
 
 
-def set_source(project: Path, source: str) -> None:
+def set_params(project: Path, dotted: dict) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["source"] = source
+    for key, value in dotted.items():
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+def save_tiny_reference(folder: Path, texts: list[str], sft_steps: int, vocab_size: int = 400) -> Path:
+    """A local Hugging Face model folder, as a team would point ``reference.model`` at."""
+    import torch
+
+    from components.modeling.models import build_tiny_model, save_model
+    from components.modeling.sequences import Encoded
+    from components.modeling.tokenizer import train_bpe_tokenizer
+    from components.training.sft import supervised_finetune
+
+    torch.manual_seed(0)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size)
+    model = build_tiny_model(tokenizer, n_layer=1, n_embd=48, n_head=2, n_positions=64)
+    if sft_steps:
+        sequences = [Encoded([], tokenizer(t)["input_ids"][:48] + [tokenizer.eos_token_id]) for t in texts]
+        supervised_finetune(model, tokenizer, sequences, sft_steps, 16, 3e-3, 5, seed=0)
+    return save_model(model, tokenizer, folder)
+
+
+def texts(rows: list[dict]) -> list[str]:
+    return [f"{row['prompt']} {row['response']}" for row in rows]
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A throwaway alignpipe project: the repo's stage graph and code, 150 sample dialogues."""
+def references(tmp_path_factory) -> dict[str, Path]:
+    """The SFT reference; an untrained model with its tokenizer; a model with another tokenizer."""
+    from components.modeling.models import build_tiny_model, load_tokenizer, save_model
+
+    root = tmp_path_factory.mktemp("references")
+    rows = planted_rows()
+    sft = save_tiny_reference(root / "sft", texts(rows), sft_steps=150)
+    tokenizer = load_tokenizer(sft)
+    random_model = build_tiny_model(tokenizer, n_layer=1, n_embd=48, n_head=2, n_positions=64)
+    other = [f"Human: Zebras {i} juggle violet kumquats?\n\nAssistant: Quietly, {i} times." for i in range(200)]
+    return {"sft": sft, "random": save_model(random_model, tokenizer, root / "random"),
+            "other_tokenizer": save_tiny_reference(root / "other", other, sft_steps=0, vocab_size=300)}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, references) -> Path:
+    """A throwaway alignpipe project: the repo's stage graph and code, the planted data."""
     root = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, root / name)
     shutil.copytree(REPO_ROOT / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data").mkdir()
-    with gzip.open(SAMPLE, "rt") as lines:
-        (root / "data" / "small.jsonl").write_text("".join(next(lines) for _ in range(150)))
+    shutil.copy(REPO_ROOT / "data" / "withdrawals.txt", root / "data" / "withdrawals.txt")
+    write_planted(root / "data" / "planted.jsonl")
     params = merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), SMALLEST)
+    params["reference"]["model"] = str(references["sft"])
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], cwd=root, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True)
     return root
 
 
@@ -71,95 +118,179 @@ def prefect_server():
         yield
 
 
-@pytest.fixture(scope="module")
-def first_run(project, prefect_server):
+def run(project: Path):
     from flows.retrain import retrain
 
     return retrain(root=str(project))
 
 
-def test_flow_registers_and_promotes_a_loadable_champion(first_run, project):
-    client = mlflow.MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger")
-    assert first_run.promoted and str(champion.version) == str(challenger.version) == first_run.version == "1"
-    manifest = json.loads((project / "artifacts/dataset/manifest.json").read_text())
-    assert champion.tags["data_version"] == manifest["version"]
-    assert champion.tags["gate.passed"] == "true" and champion.tags["code_commit"]
-    assert json.loads(champion.tags["params"])["cycles.count"] == 2
-    assert "Who we align to" in champion.description
+@pytest.fixture(scope="module")
+def first_run(project, prefect_server):
+    return run(project)
+
+
+@pytest.fixture(scope="module")
+def same_again(first_run, project):
+    return run(project)
+
+
+@pytest.fixture(scope="module")
+def stronger_run(same_again, project):
+    set_params(project, STRONGER)
+    return run(project)
+
+
+@pytest.fixture(scope="module")
+def shuffled_run(stronger_run, project):
+    from components.data.dataset import read_items
+
+    items, _ = read_items(project / "artifacts" / "dataset")
+    train_prompts = set(items.loc[items["split"] == "train", "prompt"])
+    write_planted(project / "data" / "shuffled.jsonl", shuffle_training_labels(planted_rows(), train_prompts))
+    set_params(project, {"data.source": "data/shuffled.jsonl"})
+    try:
+        return run(project)
+    finally:
+        set_params(project, {"data.source": "data/planted.jsonl"})
+
+
+@pytest.fixture(scope="module")
+def reference_runs(shuffled_run, project, references):
+    """A candidate built on another tokenizer, then one on an untrained model with the same tokenizer."""
+    results = {}
+    try:
+        for name in ("other_tokenizer", "random"):
+            set_params(project, {"reference.model": str(references[name])})
+            results[name] = run(project)
+    finally:
+        set_params(project, {"reference.model": str(references["sft"])})
+    return results
+
+
+def champion_version() -> str:
+    return str(mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version)
+
+
+def test_first_candidate_separates_at_the_interval_and_becomes_a_loadable_champion(first_run, project):
+    assert first_run.promoted and first_run.version == "1" and champion_version() == "1", first_run.gate.checks
+    metrics = json.loads((project / "artifacts/metrics.json").read_text())
+    assert metrics["separation_ci_low"] > 0 and metrics["n_pairs"] >= 40 and metrics["bootstrap_samples"] == 2000
+    assert metrics["quarantined_rows"] == 2
+    version = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1")
+    assert version.tags["gate.passed"] == "true" and float(version.tags["metric.separation_ci_low"]) > 0
+    assert "B=2000" in version.tags["gate.checks"] and "seed=0" in version.tags["gate.checks"]
+    assert version.description.startswith("**Gate PASSED") and "Who we align to" in version.description
     generated = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion").predict(["Human: Hi there\n\nAssistant:"])
     assert len(generated) == 1 and isinstance(generated[0], str)
 
 
-def test_held_out_metrics_are_written_and_negatives_pushed_down(first_run, project):
+def test_per_pair_evidence_and_the_group_plot_are_in_mlflow(first_run, project):
+    evidence = pd.read_parquet(project / "artifacts/evidence.parquet")
+    assert {"pair_id", "prompt_id", "group", "pos_logp_delta", "neg_logp_delta", "separation",
+            "pref_accuracy"} <= set(evidence.columns)
     metrics = json.loads((project / "artifacts/metrics.json").read_text())
-    assert set(metrics) >= {"neg_logp_delta", "pos_logp_delta", "pref_accuracy", "kl_ref", "distinct_2", "n_pairs"}
-    assert metrics["neg_logp_delta"] < 0
-    assert 0 <= metrics["pref_accuracy"] <= 1 and metrics["n_pairs"] > 0
-    cycles = json.loads((project / "artifacts/cycles.json").read_text())["cycles"]
-    assert [c["forget_op"] for c in cycles] == ["none", "reset_top"]
+    assert len(evidence) == metrics["n_pairs"]
+    assert evidence["separation"].mean() == pytest.approx(metrics["separation"])
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(first_run.run_id, "plots")} | \
+        {a.path for a in mlflow.MlflowClient().list_artifacts(first_run.run_id, "evidence")}
+    assert {"plots/group_intervals.png", "evidence/evidence.parquet"} <= logged
+    assert set(first_run.gate.groups["group"]) == {"chat", "forum"}
+    description = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1").description
+    assert "| chat |" in description and "| forum |" in description
 
 
-def test_every_stage_is_tracked_in_mlflow(first_run):
-    run = mlflow.get_run(first_run.run_id)
-    children = mlflow.search_runs(experiment_ids=[run.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{first_run.run_id}'")
-    assert set(children["tags.mlflow.runName"]) == {"ingest", "reference", "cycles", "evaluate"}
-    assert run.data.metrics["neg_logp_delta"] < 0 and run.data.params["cycles.relearn.objective"] == "d2o"
+def test_the_same_run_again_registers_nothing(same_again):
+    assert same_again.version is None and not same_again.promoted and same_again.gate is None
+    assert "nothing registered" in same_again.skipped and "v1" in same_again.skipped
+    assert [str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")] == ["1"]
 
 
-def test_flow_publishes_a_markdown_summary(first_run, prefect_server):
+def test_a_real_improvement_is_promoted_over_the_champion(stronger_run):
+    assert stronger_run.promoted and stronger_run.version == "2", stronger_run.gate.checks
+    assert stronger_run.gate.against == "champion v1"
+    primary = next(line for line in stronger_run.gate.checks if line.startswith("PASS separation vs champion v1"))
+    assert "paired improvement" in primary and "n=" in primary and "B=2000" in primary
+    assert champion_version() == "2"
+
+
+def test_dvc_repro_right_after_a_run_has_nothing_to_do(stronger_run, project):
+    repro = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, capture_output=True, text=True, check=True)
+    assert "Data and pipelines are up to date" in repro.stdout
+    shown = subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=project, capture_output=True,
+                           text=True, check=True)
+    assert "separation_ci_low" in shown.stdout
+
+
+def test_a_candidate_trained_on_shuffled_labels_stays_a_challenger(shuffled_run):
+    assert shuffled_run.version == "3" and not shuffled_run.promoted, shuffled_run.gate.checks
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == "3"
+    assert champion_version() == "2"
+
+
+def test_a_candidate_that_cannot_be_compared_with_the_champion_is_not_promoted(reference_runs):
+    other = reference_runs["other_tokenizer"]
+    assert not other.promoted and champion_version() == "2"
+    assert any(line.startswith("FAIL cannot compare with champion v2") and "tokenizer" in line
+               for line in other.gate.checks)
+
+
+def test_a_random_untrained_reference_never_yields_a_champion(reference_runs):
+    random = reference_runs["random"]
+    assert random.version is not None and not random.promoted, random.gate.checks
+    assert champion_version() == "2"
+
+
+def test_no_email_address_reaches_mlflow_or_prefect(reference_runs):
+    """Annotators are e-mail addresses in the source; every byte of the tracking store, the
+    registry and the artifacts is searched for them."""
+    from components.environment import state_dir
+
+    leaks = [str(path) for path in state_dir().rglob("*") if path.is_file() and EMAIL_DOMAIN.encode() in path.read_bytes()]
+    assert leaks == []
+
+
+def test_every_stage_is_tracked_and_the_summary_shows_intervals(first_run, prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    run_info = mlflow.get_run(first_run.run_id)
+    children = mlflow.search_runs(experiment_ids=[run_info.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{first_run.run_id}'")
+    assert set(children["tags.mlflow.runName"]) == {"ingest", "reference", "cycles", "evaluate"}
+    assert run_info.data.metrics["separation_ci_low"] > 0 and run_info.data.metrics["gate.passed"] == 1.0
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-summary"])))
-    assert artifacts and f"`{MODEL_NAME}` v1" in artifacts[0].data and "neg_logp_delta" in artifacts[0].data
+    summaries = [a.data for a in artifacts]
+    first = next(s for s in summaries if f"`{MODEL_NAME}` v1" in s)
+    assert "PASS separation" in first and "B=2000" in first and "| forum |" in first
+    assert any("nothing registered" in s for s in summaries)
 
 
-def test_dvc_repro_right_after_has_nothing_to_do(first_run, project):
-    dvc = str(Path(sys.executable).parent / "dvc")
-    repro = subprocess.run([dvc, "repro"], cwd=project, capture_output=True, text=True, check=True)
-    assert "Data and pipelines are up to date" in repro.stdout
-    shown = subprocess.run([dvc, "metrics", "show", "--json"], cwd=project, capture_output=True, text=True, check=True)
-    assert "neg_logp_delta" in shown.stdout
+def _corrupt(lines: list[str], rule: str) -> list[str]:
+    """Ten bad rows of ~600: above the 1% that quarantine tolerates."""
+    bad = {"malformed_json": '{"prompt": "unterminated',
+           "non_empty_text": json.dumps({"prompt": "Human: Hi\n\nAssistant:", "response": " ", "label": "negative"})}
+    return [bad[rule] if 50 <= index < 60 else line for index, line in enumerate(lines)]
 
 
-def _empty_rejected(line: str) -> str:
-    row = json.loads(line)
-    return json.dumps({**row, "rejected": row["rejected"][: row["rejected"].rindex("Assistant:") + len("Assistant:")]})
-
-
-CORRUPTIONS = {  # name -> (lines -> corrupted lines, 1-based line of the fault, rule named)
-    "malformed_line": (lambda ls: ls[:40] + ['{"chosen": "unterminated'] + ls[41:], 41, "malformed_json"),
-    "missing_field": (lambda ls: ls[:40] + [json.dumps({"chosen": json.loads(ls[40])["chosen"]})] + ls[41:], 41,
-                      "missing_field"),
-    "empty_response": (lambda ls: ls[:40] + [_empty_rejected(ls[40])] + ls[41:], 41, "non_empty_text"),
-    "duplicate": (lambda ls: ls[:60] + [ls[10]] + ls[60:], 61, "duplicate"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
-def test_bad_data_stops_the_run_and_leaves_registry_and_dataset_untouched(case, first_run, project):
-    from flows.retrain import retrain
-
-    corrupt, line, rule = CORRUPTIONS[case]
+@pytest.mark.parametrize("rule", ["malformed_json", "non_empty_text"])
+def test_too_much_bad_data_stops_the_run_and_leaves_registry_and_dataset_untouched(rule, reference_runs, project):
     good_manifest = (project / "artifacts/dataset/manifest.json").read_text()
-    lines = (project / "data/small.jsonl").read_text().splitlines()
-    (project / "data/bad.jsonl").write_text("\n".join(corrupt(lines)) + "\n")
-    set_source(project, "data/bad.jsonl")
+    versions_before = {str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")}
+    lines = (project / "data/planted.jsonl").read_text().splitlines()
+    (project / "data/bad.jsonl").write_text("\n".join(_corrupt(lines, rule)) + "\n")
+    set_params(project, {"data.source": "data/bad.jsonl"})
     try:
         with pytest.raises(Exception):
-            retrain(root=str(project))
-        ingest = subprocess.run([str(Path(sys.executable).parent / "alignpipe"), "stage", "ingest"],
-                                cwd=project, capture_output=True, text=True)
+            run(project)
+        ingest = subprocess.run([str(BIN / "alignpipe"), "stage", "ingest"], cwd=project, capture_output=True, text=True)
     finally:
-        set_source(project, "data/small.jsonl")
-    assert ingest.returncode == 2 and f"data/bad.jsonl:{line}: {rule}" in ingest.stderr
-    client = mlflow.MlflowClient()
-    assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")] == ["1"]
-    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
+        set_params(project, {"data.source": "data/planted.jsonl"})
+    assert ingest.returncode == 2 and f"data/bad.jsonl:51: {rule}" in ingest.stderr, ingest.stderr
+    assert "Traceback" not in ingest.stderr
+    versions_after = {str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")}
+    assert versions_after == versions_before and champion_version() == "2"
     assert (project / "artifacts/dataset/manifest.json").read_text() == good_manifest
 
 
