@@ -217,6 +217,7 @@ def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_mo
     assert "separation 0.0000 [0.0000, 0.0000]" in printed and "B=2000" in printed and "quarantined_rows 0" in printed
 
 
+@pytest.mark.slow
 def test_cli_evaluate_scores_every_pair_of_a_public_file_with_odd_rows(params_file, tiny_model_dir, tmp_path, capsys):
     """The published HH sample as it comes: 4 rows with an empty response are quarantined, 2 rows whose sides
     differ before the last turn are read but make no pair; every other pair is scored, none capped."""
