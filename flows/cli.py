@@ -94,11 +94,14 @@ def cmd_run(args) -> None:
 
 def where_to_look(model_name: str, champion: str | None) -> str:
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    champion_line = (f"models:/{model_name}@champion (v{champion})" if champion else "no champion yet")
+    alias = "champion" if champion else "challenger"
+    champion_line = (f"models:/{model_name}@champion (v{champion})" if champion else
+                     "none yet: no candidate has passed the gate (its check lines say why); "
+                     "a person may still `alignpipe promote VERSION`")
     return f"""
 Where to look:
   champion:   {champion_line}
-  load it:    MLFLOW_TRACKING_URI={uri} python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/{model_name}@champion'); print(m.predict(['Human: Hi!\\n\\nAssistant:']))"
+  load it:    MLFLOW_TRACKING_URI={uri} python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/{model_name}@{alias}'); print(m.predict(['Human: Hi!\\n\\nAssistant:']))"
   MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000
   metrics:    .venv/bin/dvc metrics show
   state:      {state_dir()}"""
