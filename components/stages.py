@@ -25,7 +25,7 @@ from components.errors import UserError
 from components.evaluation.evidence import flat_metrics, metric_intervals
 from components.evaluation.intervals import BootstrapSettings
 from components.evaluation.metrics import evaluate_policy
-from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
+from components.modeling.models import build_tiny_model, check_context, load_model, load_tokenizer, save_model
 from components.modeling.sequences import encode
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.params import Params
@@ -194,6 +194,8 @@ def evaluate(params: Params, policy_location: str | Path, pairs_frame: pd.DataFr
     if policy_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise IncomparableModelError(f"{policy_location}: its tokenizer differs from the reference's; "
                                      "log-prob deltas would compare different token sequences")
+    if generation:
+        check_context(policy, params.sequence.max_prompt_tokens, params.evaluate.max_new_tokens, "evaluate.max_new_tokens")
     with torch.inference_mode():
         return evaluate_policy(policy, reference, tokenizer, pairs_frame, params.sequence, params.evaluate, params.seed,
                                generation)

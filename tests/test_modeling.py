@@ -143,3 +143,12 @@ def test_local_hf_model_loads_and_becomes_the_reference(model_dirs, tmp_path, ar
     reference, ref_tokenizer = stages.load_reference(params, out_dir)
     sums, counts = score(reference, [encoded(ref_tokenizer)], ref_tokenizer.pad_token_id)
     assert torch.isfinite(sums).all() and counts.item() > 0
+
+
+def test_sampling_past_the_position_table_fails_early_naming_the_setting(tiny_model_dir):
+    from components.modeling.models import ContextLengthError, check_context
+
+    model = load_model(tiny_model_dir)                  # 128 positions
+    check_context(model, 64, 64, "cycles.anchors.max_new_tokens")
+    with pytest.raises(ContextLengthError, match=r"cycles.anchors.max_new_tokens = 65: .* 129 positions, but the model has 128"):
+        check_context(model, 64, 65, "cycles.anchors.max_new_tokens")

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
+from components.errors import UserError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -68,6 +70,22 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+
+
+class ContextLengthError(UserError, ValueError):
+    """Settings ask for sequences longer than the model has positions for."""
+
+
+def check_context(model: PreTrainedModel, prompt_tokens: int, new_tokens: int, setting: str) -> None:
+    """Fail before any work when a prompt plus ``new_tokens`` would run past the model's position
+    table: generation would otherwise crash deep inside ``generate`` with a bare IndexError.
+    The tiny default has exactly ``max_prompt_tokens + max_response_tokens`` positions."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and prompt_tokens + new_tokens > limit:
+        raise ContextLengthError(
+            f"{setting} = {new_tokens}: with sequence.max_prompt_tokens = {prompt_tokens} that needs "
+            f"{prompt_tokens + new_tokens} positions, but the model has {limit} (the tiny default has "
+            "max_prompt_tokens + max_response_tokens); lower it or raise sequence.max_response_tokens")
 
 
 def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:

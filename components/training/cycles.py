@@ -20,7 +20,7 @@ import torch
 
 from components.data.records import NEGATIVE, POSITIVE
 from components.evaluation.metrics import logp_metrics, score_pairs
-from components.modeling.models import decoder_blocks
+from components.modeling.models import check_context, decoder_blocks
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import Params
 from components.training.anchors import AnchorSet, sample_anchors
@@ -72,6 +72,9 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     objective = cfg.relearn.objective
     check_objective(objective)
     check_forget(cfg.forget, len(decoder_blocks(policy)))  # before cycle 1 trains, though it forgets nothing
+    check_context(reference, seq.max_prompt_tokens, seq.max_response_tokens, "sequence.max_response_tokens")
+    if objective == "d2o":
+        check_context(reference, seq.max_prompt_tokens, cfg.anchors.max_new_tokens, "cycles.anchors.max_new_tokens")
     negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed, paired=objective == "dpo")
     weights = example_weights(negatives, cfg.relearn.weighting)
     prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in negatives["prompt"]]
