@@ -2,10 +2,14 @@
 
 Cycle 1 relearns from the reference; every later cycle first applies the forgetting
 operation (train, then forget and train again: Zhou et al. 2022). A cycle is accepted only
-if it widens the *separation* on dev pairs (positives' per-token log-prob change minus the
-negatives') without losing more than the allowed log-prob on dev positives; otherwise the
-policy reverts to its state before the cycle. Separation, not the negatives' drop alone,
-because damage (say, from forgetting) lowers every log-prob and would pass for progress.
+if it *significantly* widens the separation on dev pairs (positives' per-token log-prob change
+minus the negatives'): the lower bound of the paired gain over the policy before the cycle
+must be above 0, and dev positives' lower bound must stay within the allowed drop; otherwise
+the policy reverts. Separation, not the negatives' drop alone, because damage (say, from
+forgetting) lowers every log-prob and would pass for progress; an interval, not a point
+estimate, because on a few dozen dev pairs noise passes for progress too. The bootstrap
+settings are the registry gate's (``gate.confidence``, ``gate.bootstrap_samples``,
+``gate.ci_method``), seeded with ``seed``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import pandas as pd
 import torch
 
 from components.data.records import NEGATIVE, POSITIVE
-from components.evaluation.metrics import logp_metrics, score_pairs
+from components.evaluation.intervals import BootstrapSettings, Interval, cluster_interval
+from components.evaluation.metrics import pair_evidence, score_pairs
 from components.modeling.models import check_context, decoder_blocks
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import Params
@@ -38,14 +43,26 @@ class CycleRecord:
     dev_neg_logp_delta: float
     dev_pos_logp_delta: float
     dev_pref_accuracy: float
+    dev_separation: float
+    dev_separation_gain: float       # paired, over the policy before this cycle
+    dev_separation_gain_ci_low: float
+    dev_separation_gain_ci_high: float
+    dev_pos_logp_delta_ci_low: float
+    dev_pairs: int
     seconds: float
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def separation(metrics: dict) -> float:
-    return metrics["pos_logp_delta"] - metrics["neg_logp_delta"]
+def cycle_gate(dev: pd.DataFrame, before: pd.DataFrame, max_pos_drop: float,
+               settings: BootstrapSettings) -> tuple[bool, Interval, Interval]:
+    """``(accepted, separation gain over `before`, dev positives)`` from per-pair dev evidence
+    of the policy after and before a cycle (same pairs, same order)."""
+    clusters = dev["prompt_id"] if "prompt_id" in dev.columns else None
+    gain = cluster_interval(dev["separation"].to_numpy() - before["separation"].to_numpy(), clusters, settings)
+    positives = cluster_interval(dev["pos_logp_delta"], clusters, settings)
+    return gain.low > 0 and positives.low >= -max_pos_drop, gain, positives
 
 
 def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False) -> pd.DataFrame:
@@ -82,7 +99,8 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
                     for p, r in zip(prompts, negatives["response"])]
     ref_neg, _ = score(reference, negative_ids, tokenizer.pad_token_id)
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
-    best = logp_metrics(ref_dev, ref_dev)
+    best = pair_evidence(ref_dev, ref_dev, dev_pairs)
+    settings = BootstrapSettings.from_gate(params.gate, params.seed)
     examples = None if objective == "d2o" else with_weights(fixed_companions(
         objective, negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens), weights)
     anchors: AnchorSet | None = None
@@ -102,16 +120,19 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         forget(policy, forgetting, cycle_seed)
         log(f"cycle {cycle}: forget={forgetting.op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
         loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed)
-        dev = logp_metrics(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev)
-        accepted = not cfg.gate.enabled or (
-            separation(dev) > separation(best) and dev["pos_logp_delta"] >= -cfg.gate.max_pos_drop)
+        dev = pair_evidence(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev, dev_pairs)
+        passed, gain, positives = cycle_gate(dev, best, cfg.gate.max_pos_drop, settings)
+        accepted = not cfg.gate.enabled or passed
         if accepted:
             best = dev
         else:
             policy.load_state_dict(snapshot)
-        record = CycleRecord(cycle, forgetting.op, accepted, loss["relearn_train_loss"], dev["neg_logp_delta"],
-                             dev["pos_logp_delta"], dev["pref_accuracy"], round(time.perf_counter() - started, 2))
-        log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation {separation(dev):.4f}, "
-            f"neg_logp_delta {dev['neg_logp_delta']:.4f}, pos_logp_delta {dev['pos_logp_delta']:.4f})")
+        means = dev[["neg_logp_delta", "pos_logp_delta", "pref_accuracy", "separation"]].mean()
+        record = CycleRecord(cycle, forgetting.op, accepted, loss["relearn_train_loss"], float(means["neg_logp_delta"]),
+                             float(means["pos_logp_delta"]), float(means["pref_accuracy"]), float(means["separation"]),
+                             gain.estimate, gain.low, gain.high, positives.low, len(dev),
+                             round(time.perf_counter() - started, 2))
+        log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation gain {gain.describe()}; "
+            f"dev pos_logp_delta {positives.describe()})")
         records.append(record)
     return policy, records
