@@ -86,6 +86,7 @@ def cmd_run(args) -> None:
               f"{'PASSED: promoted to champion' if result.promoted else 'FAILED: champion unchanged'}")
         for check in result.gate.checks:
             print(f"  {check}")
+    print(f"  cycles: {result.cycles}")
     print("  held-out (candidate against the reference):")
     for line in metric_lines(result.metrics):
         print(f"    {line}")

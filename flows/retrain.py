@@ -52,6 +52,16 @@ class RetrainResult:
     gate: GateDecision | None      # None when nothing was registered
     run_id: str
     skipped: str = ""              # why nothing was registered
+    cycles: str = ""               # "1 of 2 cycles accepted", or that none was
+
+
+def cycles_line(root: Path) -> str:
+    """How many forget-and-relearn cycles passed the dev gate; none means the candidate is the
+    reference itself, which a reader should not have to infer from zeros."""
+    records = json.loads((root / stages.CYCLES_FILE).read_text())["cycles"]
+    accepted = sum(record["accepted"] for record in records)
+    line = f"{accepted} of {len(records)} cycles accepted by the dev gate"
+    return line + (": the candidate is the reference itself" if accepted == 0 else "")
 
 
 @task(cache_policy=NO_CACHE)
@@ -170,7 +180,7 @@ def summary_markdown(result: RetrainResult, params: Params, stages_ran: dict[str
         body = decision_markdown(result.gate, params.gate.primary, params.gate.groups.by)
     return f"""{headline}
 
-Stages (DVC): {ran}
+Stages (DVC): {ran}. Cycles: {result.cycles}.
 
 Held-out metrics (candidate against the reference):
 {metrics}
@@ -207,7 +217,7 @@ def retrain(root: str = ".") -> RetrainResult:
             print(skipped)
             mlflow.set_tag("registered", "false")
             result = RetrainResult(None, False, str(current.version) if current else None, metrics, None,
-                                   run.info.run_id, skipped)
+                                   run.info.run_id, skipped, cycles_line(root))
         else:
             champion, champion_name, why_not = champion_evidence(params, root)
             candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)
@@ -218,7 +228,7 @@ def retrain(root: str = ".") -> RetrainResult:
                 registry.promote(name, version, reason="; ".join(gate.checks))
             current = registry.champion(name)
             result = RetrainResult(version, gate.passed, str(current.version) if current else None,
-                                   metrics, gate, run.info.run_id)
+                                   metrics, gate, run.info.run_id, cycles=cycles_line(root))
     create_markdown_artifact(key="retrain-summary", markdown=summary_markdown(result, params, stages_ran),
                              description=f"{name} v{result.version}" if result.version else f"{name}: nothing registered")
     return result

@@ -176,6 +176,7 @@ def test_first_candidate_separates_at_the_interval_and_becomes_a_loadable_champi
     metrics = json.loads((project / "artifacts/metrics.json").read_text())
     assert metrics["separation_ci_low"] > 0 and metrics["n_pairs"] >= 40 and metrics["bootstrap_samples"] == 2000
     assert metrics["quarantined_rows"] == 2
+    assert first_run.cycles == "1 of 1 cycles accepted by the dev gate"
     version = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1")
     assert version.tags["gate.passed"] == "true" and float(version.tags["metric.separation_ci_low"]) > 0
     assert "B=2000" in version.tags["gate.checks"] and "seed=0" in version.tags["gate.checks"]
