@@ -211,10 +211,9 @@ def summarize_evidence(params: Params, evidence: pd.DataFrame, generation: dict,
     return {**flat_metrics(metric_intervals(evidence, settings)), **generation, "quarantined_rows": quarantined_rows}
 
 
-def held_out_pairs(params: Params, dataset_dir: Path = DATASET_DIR) -> pd.DataFrame:
-    """The test split's (chosen, rejected) pairs, the first ``evaluate.max_pairs`` when set:
-    the one list both the candidate and the champion are judged on."""
-    items, _ = read_items(dataset_dir)
+def held_out_pairs(params: Params, items: pd.DataFrame) -> pd.DataFrame:
+    """The test split's (chosen, rejected) pairs of ``items``, the first ``evaluate.max_pairs``
+    when set: the one list both the candidate and the champion are judged on."""
     held_out = pairs(items[items["split"] == "test"])
     return held_out.head(params.evaluate.max_pairs) if params.evaluate.max_pairs else held_out
 
@@ -222,8 +221,8 @@ def held_out_pairs(params: Params, dataset_dir: Path = DATASET_DIR) -> pd.DataFr
 def evaluate_held_out(params: Params, dataset_dir: Path = DATASET_DIR, policy_dir: Path = POLICY_DIR,
                       reference_dir: Path = REFERENCE_DIR, metrics_file: Path = METRICS_FILE,
                       evidence_file: Path = EVIDENCE_FILE) -> dict:
-    generation, evidence = evaluate(params, policy_dir, held_out_pairs(params, dataset_dir), reference_dir)
-    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    items, manifest = read_items(dataset_dir)
+    generation, evidence = evaluate(params, policy_dir, held_out_pairs(params, items), reference_dir)
     metrics = summarize_evidence(params, evidence, generation, int(manifest.get("quarantined_rows", 0)))
     evidence_file.parent.mkdir(parents=True, exist_ok=True)
     evidence.to_parquet(evidence_file, index=False)

@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components import stages
+from components.data.dataset import read_items, read_manifest
 from components.errors import UserError
 from components.evaluation.gate import GateDecision, check_gate_params, decide
 from components.evaluation.plots import plot_group_intervals
@@ -108,7 +109,7 @@ def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, 
     name = f"champion v{current.version}"
     try:
         model_dir = registry.local_model_dir(f"models:/{params.registry.model_name}@{registry.CHAMPION}")
-        held_out = stages.held_out_pairs(params, root / stages.DATASET_DIR)
+        held_out = stages.held_out_pairs(params, read_items(root / stages.DATASET_DIR)[0])
         _, evidence = stages.evaluate(params, model_dir, held_out, root / stages.REFERENCE_DIR, generation=False)
     except UserError as err:
         get_run_logger().warning("%s cannot be scored on the same pairs (%s): the candidate will not be promoted",
@@ -162,7 +163,7 @@ def git_commit(root: Path) -> str:
 
 def candidate_identity(params: Params, root: Path) -> dict[str, str]:
     """What makes two candidates the same: data version, params and code commit."""
-    manifest = json.loads((root / stages.DATASET_DIR / "manifest.json").read_text())
+    manifest = read_manifest(root / stages.DATASET_DIR)
     params_json = json.dumps(params.flat(), sort_keys=True, default=str)
     return {"data_version": manifest["version"], "params_sha256": hashlib.sha256(params_json.encode()).hexdigest(),
             "code_commit": git_commit(root)}
@@ -210,14 +211,12 @@ def retrain(root: str = ".") -> RetrainResult:
         identity = candidate_identity(params, root)
         mlflow.set_tags(identity)
         twin = registry.identical_version(name, identity)
-        current = registry.champion(name)
+        version, gate, skipped = None, None, ""
         if twin is not None:
             skipped = (f"nothing registered: the candidate equals {name} v{twin[0].version} ('{twin[1]}'): same "
                        f"data version {identity['data_version']}, params and code commit {identity['code_commit'][:12]}")
             print(skipped)
             mlflow.set_tag("registered", "false")
-            result = RetrainResult(None, False, str(current.version) if current else None, metrics, None,
-                                   run.info.run_id, skipped, cycles_line(root))
         else:
             champion, champion_name, why_not = champion_evidence(params, root)
             candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)
@@ -226,9 +225,9 @@ def retrain(root: str = ".") -> RetrainResult:
             version = register(params, root, metrics, gate, identity)
             if gate.passed:
                 registry.promote(name, version, reason="; ".join(gate.checks))
-            current = registry.champion(name)
-            result = RetrainResult(version, gate.passed, str(current.version) if current else None,
-                                   metrics, gate, run.info.run_id, cycles=cycles_line(root))
+        current = registry.champion(name)
+        result = RetrainResult(version, bool(gate and gate.passed), str(current.version) if current else None,
+                               metrics, gate, run.info.run_id, skipped, cycles_line(root))
     create_markdown_artifact(key="retrain-summary", markdown=summary_markdown(result, params, stages_ran),
                              description=f"{name} v{result.version}" if result.version else f"{name}: nothing registered")
     return result

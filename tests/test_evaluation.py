@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from components.evaluation.metrics import PairScores, distinct_n, evaluate_policy, logp_metrics, pair_evidence
+from components.evaluation.evidence import metric_intervals
+from components.evaluation.intervals import BootstrapSettings
+from components.evaluation.metrics import PairScores, distinct_n, evaluate_policy, pair_evidence
 from components.modeling.models import build_tiny_model, load_model, load_tokenizer, save_model
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.params import EvaluateParams, SequenceParams
@@ -101,11 +103,18 @@ def params_file(tmp_path_factory) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- logp_metrics / distinct_n
+# ---------------------------------------------------------------- per-pair evidence / distinct_n
 
 
 def _scores(chosen, chosen_tokens, rejected, rejected_tokens) -> PairScores:
     return PairScores(torch.tensor(chosen), torch.tensor(chosen_tokens), torch.tensor(rejected), torch.tensor(rejected_tokens))
+
+
+def logp_metrics(policy: PairScores, reference: PairScores) -> dict:
+    """What metrics.json reports for these scores: each metric's estimate over the pairs, and n."""
+    evidence = pair_evidence(policy, reference, pd.DataFrame({"pair_id": range(len(policy.chosen))}))
+    intervals = metric_intervals(evidence, BootstrapSettings())
+    return {metric: interval.estimate for metric, interval in intervals.items()} | {"n_pairs": len(evidence)}
 
 
 def test_policy_equal_to_reference_gives_zero_deltas_and_half_preference():

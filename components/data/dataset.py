@@ -93,12 +93,17 @@ def write_dataset(out_dir: str | Path, judgements: pd.DataFrame, items: pd.DataF
     staging.rename(out_dir)
 
 
-def _read(directory: str | Path, name: str) -> tuple[pd.DataFrame, dict]:
-    directory = Path(directory)
-    if not (directory / MANIFEST_FILE).exists():
+def read_manifest(directory: str | Path) -> dict:
+    """The dataset version's manifest (version, counts, quarantine, aggregation, ...)."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.exists():
         raise FileNotFoundError(f"{directory}: no {MANIFEST_FILE}; run `alignpipe ingest` first")
-    manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    return pd.read_parquet(directory / name), manifest
+    return json.loads(path.read_text())
+
+
+def _read(directory: str | Path, name: str) -> tuple[pd.DataFrame, dict]:
+    manifest = read_manifest(directory)
+    return pd.read_parquet(Path(directory) / name), manifest
 
 
 def read_dataset(directory: str | Path) -> tuple[pd.DataFrame, dict]:

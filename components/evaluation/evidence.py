@@ -30,9 +30,20 @@ def _clusters(evidence: pd.DataFrame):
     return evidence["prompt_id"] if "prompt_id" in evidence.columns else None
 
 
+def interval(evidence: pd.DataFrame, metric: str, settings: BootstrapSettings) -> Interval:
+    """Mean and interval of one metric over the pairs in ``evidence``."""
+    return cluster_interval(evidence[metric], _clusters(evidence), settings)
+
+
+def improvement(both: pd.DataFrame, metric: str, settings: BootstrapSettings) -> Interval:
+    """How much better the candidate is than the champion on ``metric``, pair by pair, over
+    :func:`align`-ed evidence (candidate − champion, sign flipped for ``neg_logp_delta``)."""
+    return cluster_interval(direction(metric) * (both[metric] - both[f"{metric}_champion"]), _clusters(both), settings)
+
+
 def metric_intervals(evidence: pd.DataFrame, settings: BootstrapSettings) -> dict[str, Interval]:
     """Mean and interval of every metric over the pairs in ``evidence``."""
-    return {metric: cluster_interval(evidence[metric], _clusters(evidence), settings) for metric in METRICS}
+    return {metric: interval(evidence, metric, settings) for metric in METRICS}
 
 
 def flat_metrics(intervals: dict[str, Interval]) -> dict[str, float | int | str]:
@@ -61,12 +72,9 @@ def align(candidate: pd.DataFrame, champion: pd.DataFrame) -> pd.DataFrame:
 
 def paired_improvements(candidate: pd.DataFrame, champion: pd.DataFrame,
                         settings: BootstrapSettings) -> dict[str, Interval]:
-    """Per metric, how much better the candidate is than the champion on the same pairs
-    (candidate − champion, sign flipped for ``neg_logp_delta``), with its interval."""
+    """Per metric, the candidate's :func:`improvement` over the champion on the same pairs."""
     both = align(candidate, champion)
-    return {metric: cluster_interval(direction(metric) * (both[metric] - both[f"{metric}_champion"]),
-                                     _clusters(both), settings)
-            for metric in METRICS}
+    return {metric: improvement(both, metric, settings) for metric in METRICS}
 
 
 def group_table(evidence: pd.DataFrame, by: str, metric: str, settings: BootstrapSettings,
@@ -78,12 +86,11 @@ def group_table(evidence: pd.DataFrame, by: str, metric: str, settings: Bootstra
     both = align(evidence, champion) if champion is not None else evidence
     rows = []
     for name, group in both.groupby(both[by].fillna("").astype(str).replace("", "(none)"), sort=True):
-        value = cluster_interval(group[metric], _clusters(group), settings)
+        value = interval(group, metric, settings)
         row = {"group": name, "n_pairs": len(group), "estimate": value.estimate,
                "ci_low": value.low, "ci_high": value.high}
         if champion is not None:
-            gain = cluster_interval(direction(metric) * (group[metric] - group[f"{metric}_champion"]),
-                                    _clusters(group), settings)
+            gain = improvement(group, metric, settings)
             row.update({"improvement": gain.estimate, "improvement_ci_low": gain.low,
                         "improvement_ci_high": gain.high})
         rows.append(row)

@@ -75,14 +75,6 @@ def pair_evidence(policy: PairScores, reference: PairScores, pairs: pd.DataFrame
     return evidence
 
 
-def logp_metrics(policy: PairScores, reference: PairScores) -> dict[str, float]:
-    """Means over pairs of :func:`per_pair_values` (the per-cycle dev gate's view)."""
-    values = per_pair_values(policy, reference)
-    metrics = {name: float(values[name].mean()) for name in ("neg_logp_delta", "pos_logp_delta", "separation",
-                                                              "pref_accuracy")}
-    return {**metrics, "n_pairs": len(values["separation"])}
-
-
 def mean_token_logp_delta(model, sequences: list[Encoded], ref_sums: torch.Tensor, pad_id: int) -> float:
     """Mean over sequences of the per-token log-prob change against the reference's summed
     log-probs ``ref_sums`` (Δ_neg when the sequences are negatives)."""

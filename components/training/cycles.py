@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from components.data.records import NEGATIVE, POSITIVE
-from components.evaluation.intervals import BootstrapSettings, Interval, cluster_interval
+from components.evaluation.evidence import align, improvement, interval
+from components.evaluation.intervals import BootstrapSettings, Interval
 from components.evaluation.metrics import pair_evidence, score_pairs
 from components.modeling.models import check_context, decoder_blocks
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
@@ -58,10 +59,9 @@ class CycleRecord:
 def cycle_gate(dev: pd.DataFrame, before: pd.DataFrame, max_pos_drop: float,
                settings: BootstrapSettings) -> tuple[bool, Interval, Interval]:
     """``(accepted, separation gain over `before`, dev positives)`` from per-pair dev evidence
-    of the policy after and before a cycle (same pairs, same order)."""
-    clusters = dev["prompt_id"] if "prompt_id" in dev.columns else None
-    gain = cluster_interval(dev["separation"].to_numpy() - before["separation"].to_numpy(), clusters, settings)
-    positives = cluster_interval(dev["pos_logp_delta"], clusters, settings)
+    of the policy after and before a cycle: the registry gate's paired comparison, on dev."""
+    gain = improvement(align(dev, before), "separation", settings)
+    positives = interval(dev, "pos_logp_delta", settings)
     return gain.low > 0 and positives.low >= -max_pos_drop, gain, positives
 
 
