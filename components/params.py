@@ -129,7 +129,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class GateTolerances:
     neg_logp_delta: float = 0.05
-    pos_logp_delta: float = 0.1
+    pos_logp_delta: float = 0.05
     separation: float = 0.05
     pref_accuracy: float = 0.02
 
