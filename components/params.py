@@ -6,6 +6,7 @@ Unknown or mistyped keys fail loudly with the key's dotted path, so a typo in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -181,6 +182,11 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_yaml(self, header: str = "") -> str:
+        """Every setting, defaults included, as YAML: what a run really used."""
+        comment = "".join(f"# {line}\n" for line in header.splitlines())
+        return comment + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys (``cycles.relearn.beta``) for MLflow params and model tags."""
         return _flatten(self.to_dict())
@@ -229,6 +235,22 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     return value
 
 
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``-S cycles.count=1`` as ``dvc exp run -S`` reads it: a dotted key, ``=``, and a YAML
+    value (``1``, ``true``, ``null``, ``[a, b]``); ``3e-4`` is a float, as in YAML 1.2."""
+    overrides = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"-S {assignment!r}: expected KEY=VALUE, such as cycles.count=1")
+        value = yaml.safe_load(text) if text.strip() else ""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = int(value) if value.lstrip("+-").isdigit() else float(value)
+        overrides[key.strip()] = value
+    return overrides
+
+
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
     """Read ``params.yaml``; ``overrides`` uses dotted keys (``{"cycles.count": 1}``)."""
     path = Path(path)
@@ -240,6 +262,8 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"{path}: -S {dotted}: {part} is not a section")
         node[leaf] = value
     try:
         return _build(Params, raw, "")

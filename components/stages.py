@@ -25,6 +25,7 @@ from components.errors import UserError
 from components.evaluation.evidence import flat_metrics, metric_intervals
 from components.evaluation.intervals import BootstrapSettings
 from components.evaluation.metrics import evaluate_policy
+from components.evaluation.plots import plot_cycle_dev, plot_reward_distributions, plot_training_loss
 from components.modeling.models import build_tiny_model, check_context, load_model, load_tokenizer, save_model
 from components.modeling.sequences import encode
 from components.modeling.tokenizer import train_bpe_tokenizer
@@ -32,10 +33,12 @@ from components.params import Params
 from components.policy.data_card import render_data_card
 from components.training.cycles import run_cycles
 from components.training.sft import supervised_finetune
+from components.training.step_log import StepLog
 from components.validation.agreement import alpha_text, check_min_agreement, measure
 from components.validation.screen import screen
 
 ARTIFACTS = Path("artifacts")
+PLOTS_DIR = ARTIFACTS / "plots"
 DATASET_DIR = ARTIFACTS / "dataset"
 REFERENCE_DIR = ARTIFACTS / "reference"
 POLICY_DIR = ARTIFACTS / "policy"
@@ -129,11 +132,21 @@ def reference_location(reference_dir: Path = REFERENCE_DIR) -> str:
     return str(reference_dir)
 
 
-def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Path = REFERENCE_DIR) -> dict:
+def write_loss_plot(step_log: StepLog, title: str, stem: Path, boundaries: list[tuple[int, str]] = ()) -> None:
+    """``<stem>.csv`` (step, loss, learning_rate: a DVC plot) and ``<stem>.png``."""
+    history = pd.DataFrame(step_log.history, columns=["step", "loss", "learning_rate"])
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    history.to_csv(stem.with_suffix(".csv"), index=False)
+    plot_training_loss(history, title, stem.with_suffix(".png"), boundaries)
+
+
+def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Path = REFERENCE_DIR,
+                    plots_dir: Path = PLOTS_DIR / "reference") -> dict:
     """The tiny default: tokenizer + GPT-2-shaped model trained by SFT on the train split.
     A Hugging Face model: recorded by location, not copied (a 7B model stays where it is)."""
     ref = params.reference
     out_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)  # stays empty for a model that is not trained here
     if ref.model != "tiny":
         tokenizer = load_tokenizer(ref.model, ref.trust_remote_code)
         model = load_model(ref.model, ref.trust_remote_code, ref.dtype)
@@ -150,8 +163,9 @@ def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Pa
                              n_positions=seq.max_prompt_tokens + seq.max_response_tokens)
     sequences = [encode(tokenizer, p, r, seq.max_prompt_tokens, seq.max_response_tokens)
                  for p, r in zip(train["prompt"], train["response"])]
-    metrics = supervised_finetune(model, tokenizer, sequences, ref.sft.steps, ref.sft.batch_size,
-                                  ref.sft.learning_rate, ref.sft.warmup_steps, params.seed)
+    metrics, step_log = supervised_finetune(model, tokenizer, sequences, ref.sft.steps, ref.sft.batch_size,
+                                            ref.sft.learning_rate, ref.sft.warmup_steps, params.seed)
+    write_loss_plot(step_log, "reference SFT", plots_dir / "sft_loss")
     save_model(model, tokenizer, out_dir)
     summary = {**metrics, "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
     _write_json(out_dir / "sft.json", summary)
@@ -165,14 +179,20 @@ def load_reference(params: Params, reference_dir: Path = REFERENCE_DIR):
 
 
 def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path = REFERENCE_DIR,
-           out_dir: Path = POLICY_DIR, cycles_file: Path = CYCLES_FILE) -> dict:
-    """Forget-and-relearn cycles from the reference; saves the final policy as safetensors."""
+           out_dir: Path = POLICY_DIR, cycles_file: Path = CYCLES_FILE, plots_dir: Path = PLOTS_DIR / "cycles") -> dict:
+    """Forget-and-relearn cycles from the reference; saves the final policy as safetensors,
+    the per-cycle record, and plots of relearn loss per step and dev metrics per cycle."""
     set_seed(params.seed)
     items, manifest = read_items(dataset_dir)
     reference, tokenizer = load_reference(params, reference_dir)
     train = items[items["split"] == "train"]
     dev_pairs = pairs(items[items["split"] == "dev"])
-    policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params)
+    step_log = StepLog("relearn")
+    policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params, step_log=step_log)
+    steps = params.cycles.relearn.steps
+    boundaries = [((r.cycle - 1) * steps, f"cycle {r.cycle} {'kept' if r.accepted else 'reverted'}") for r in records]
+    write_loss_plot(step_log, f"relearn ({params.cycles.relearn.objective})", plots_dir / "relearn_loss", boundaries)
+    plot_cycle_dev(pd.DataFrame([r.as_dict() for r in records]), plots_dir / "cycle_dev.png")
     save_model(policy, tokenizer, out_dir)
     summary = {
         "accepted_cycles": sum(r.accepted for r in records),
@@ -220,9 +240,10 @@ def held_out_pairs(params: Params, items: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate_held_out(params: Params, dataset_dir: Path = DATASET_DIR, policy_dir: Path = POLICY_DIR,
                       reference_dir: Path = REFERENCE_DIR, metrics_file: Path = METRICS_FILE,
-                      evidence_file: Path = EVIDENCE_FILE) -> dict:
+                      evidence_file: Path = EVIDENCE_FILE, plots_dir: Path = PLOTS_DIR / "evaluate") -> dict:
     items, manifest = read_items(dataset_dir)
     generation, evidence = evaluate(params, policy_dir, held_out_pairs(params, items), reference_dir)
+    plot_reward_distributions(evidence, params.cycles.relearn.beta, plots_dir / "rewards.png")
     metrics = summarize_evidence(params, evidence, generation, int(manifest.get("quarantined_rows", 0)))
     evidence_file.parent.mkdir(parents=True, exist_ok=True)
     evidence.to_parquet(evidence_file, index=False)

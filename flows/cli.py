@@ -2,6 +2,7 @@
 
 Errors that a user can fix (bad data, bad params, unknown model version) print one clear
 message and exit with status 2; anything else is a bug and keeps its traceback.
+``--params FILE`` and ``-S KEY=VALUE`` may come before or after the command.
 """
 
 from __future__ import annotations
@@ -10,18 +11,32 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import components  # noqa: F401  (quiet/offline defaults first)
 from components.environment import state_dir
 from components.errors import UserError
 
+PARAMS_VARIABLE = "ALIGNPIPE_PARAMS"      # the params file when --params is not given
+OVERRIDES_VARIABLE = "ALIGNPIPE_SET"      # JSON list of KEY=VALUE, applied before any -S
+ERROR_FILE_VARIABLE = "ALIGNPIPE_ERROR_FILE"  # set by the flow: where a stage's user error goes
+
+
+def params_choice(args) -> tuple[str, dict]:
+    """The params file and overrides this command uses: flags first, then the environment
+    (how the flow tells the ``params`` stage which file the user named), then params.yaml."""
+    from components.params import parse_assignments
+
+    named = args.params or os.environ.get(PARAMS_VARIABLE) or "params.yaml"
+    inherited = json.loads(os.environ.get(OVERRIDES_VARIABLE) or "[]")
+    return named, parse_assignments(inherited + (args.set or []))
 
 
 def _params(args):
     from components.params import load_params
 
-    return load_params(args.params)
+    return load_params(*params_choice(args))
 
 
 def cmd_ingest(args) -> None:
@@ -39,6 +54,13 @@ def cmd_validate(args) -> None:
 
 
 def cmd_stage(args) -> None:
+    if args.name == "params":  # light: runs before every pipeline
+        from components.params import load_params
+        from components.resolve import resolve_params
+
+        named, overrides = params_choice(args)
+        print(json.dumps(resolve_params(load_params(named, overrides), named, overrides)))
+        return
     from components import stages
 
     params = _params(args)
@@ -48,7 +70,7 @@ def cmd_stage(args) -> None:
         "cycles": lambda: stages.cycles(params),
         "evaluate": lambda: stages.evaluate_held_out(params),
     }[args.name]
-    print(json.dumps(run(), indent=2, default=str))
+    print(json.dumps(run(), default=str))
 
 
 def cmd_evaluate(args) -> None:
@@ -77,8 +99,12 @@ def cmd_run(args) -> None:
     from components.evaluation.report import metric_lines
     from flows.retrain import retrain
 
-    result = retrain(root=args.root)
-    name = _params(args).registry.model_name
+    named, overrides = params_choice(args)
+    state = retrain(root=args.root, params_file=named, overrides=overrides, return_state=True)
+    if state.is_failed():
+        raise RunStopped(state.message)
+    result = state.result()
+    name = result.model_name
     if result.gate is None:
         print(f"\nalignpipe: {result.skipped}")
     else:
@@ -90,32 +116,51 @@ def cmd_run(args) -> None:
     print("  held-out (candidate against the reference):")
     for line in metric_lines(result.metrics):
         print(f"    {line}")
-    print(where_to_look(name, result.champion))
+    print(where_to_look(name, result.champion, result.run_id))
 
 
-def where_to_look(model_name: str, champion: str | None) -> str:
-    uri = os.environ["MLFLOW_TRACKING_URI"]
+class RunStopped(UserError):
+    """The flow stopped on a user error; its lines were logged once, above."""
+
+
+def where_to_look(model_name: str, champion: str | None, run_id: str) -> str:
+    from components.registry.tracking import safe_uri
+
+    uri = safe_uri(os.environ["MLFLOW_TRACKING_URI"])
     alias = "champion" if champion else "challenger"
     champion_line = (f"models:/{model_name}@champion (v{champion})" if champion else
                      "none yet: no candidate has passed the gate (its check lines say why); "
                      "a person may still `alignpipe promote VERSION`")
+    bin_dir = Path(sys.executable).parent
     return f"""
 Where to look:
   champion:   {champion_line}
-  load it:    MLFLOW_TRACKING_URI={uri} python -c "import mlflow; m = mlflow.pyfunc.load_model('models:/{model_name}@{alias}'); print(m.predict(['Human: Hi!\\n\\nAssistant:']))"
-  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000
-  metrics:    .venv/bin/dvc metrics show
+  load it:    {sys.executable} -c "import components, mlflow; m = mlflow.pyfunc.load_model('models:/{model_name}@{alias}'); print(m.predict(['Human: Hi!\\n\\nAssistant:']))"
+  MLflow UI:  {bin_dir / 'mlflow'} ui --backend-store-uri {uri} --port 5000   (run {run_id})
+  Prefect UI: make prefect-ui   (then http://127.0.0.1:4200)
+  status:     {bin_dir / 'alignpipe'} status
+  metrics:    {bin_dir / 'dvc'} metrics show;  plots: {bin_dir / 'dvc'} plots show
   state:      {state_dir()}"""
+
+
+def cmd_status(args) -> None:
+    from components.overview import render_status
+
+    print(render_status(_params(args), Path(args.root).resolve(), os.environ["MLFLOW_TRACKING_URI"]))
 
 
 def cmd_serve(args) -> None:
     from prefect import serve
 
+    from flows.prefect_server import visible_server
     from flows.retrain import deployment
 
-    deployed = deployment(args.root)
-    print(f"serving deployment 'retrain/retrain-scheduled' on cron {deployed.schedules[0].schedule.cron!r}; Ctrl-C stops")
-    serve(deployed)
+    named, overrides = params_choice(args)
+    with visible_server() as ui_url:
+        deployed = deployment(args.root, named, overrides)
+        print(f"serving deployment 'retrain/retrain-scheduled' on cron {deployed.schedules[0].schedule.cron!r}; "
+              f"runs and their logs: {ui_url}; Ctrl-C stops", flush=True)
+        serve(deployed)
 
 
 def cmd_promote(args) -> None:
@@ -133,25 +178,40 @@ def cmd_rollback(args) -> None:
     print(f"{name}@champion -> v{registry.rollback(name)}")
 
 
+def _params_options(suppress: bool) -> argparse.ArgumentParser:
+    """``--params`` and ``-S``, for the main parser and (without defaults, so that they do not
+    reset what came before the command) for every command."""
+    options = argparse.ArgumentParser(add_help=False)
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    options.add_argument("--params", metavar="FILE", help="configuration file (default: $ALIGNPIPE_PARAMS or "
+                         "params.yaml)", **({"default": None} | default))
+    options.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override one setting, "
+                         "like `dvc exp run -S` (cycles.count=1); repeatable", **({"default": []} | default))
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignpipe", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="configuration file (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="alignpipe", description=__doc__.splitlines()[0],
+                                     parents=[_params_options(suppress=False)])
+    parser.add_argument("--version", action="version", version=f"alignpipe {version('alignpipe')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ingest = commands.add_parser("ingest", help="read, validate and version a source of negative feedback")
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, parents=[_params_options(suppress=True)])
+        sub.set_defaults(func=func)
+        return sub
+
+    ingest = command("ingest", cmd_ingest, "read, validate and version a source of negative feedback")
     ingest.add_argument("--source", required=True, help="HH-RLHF JSONL(.gz), generic JSONL/Parquet, or a datasets folder")
     ingest.add_argument("--out", default="artifacts/dataset", help="dataset folder (default: %(default)s)")
-    ingest.set_defaults(func=cmd_ingest)
 
-    validate = commands.add_parser("validate", help="check a source against the validation suite; write nothing")
+    validate = command("validate", cmd_validate, "check a source against the validation suite; write nothing")
     validate.add_argument("--source", required=True)
-    validate.set_defaults(func=cmd_validate)
 
-    stage = commands.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
-    stage.add_argument("name", choices=["ingest", "reference", "cycles", "evaluate"])
-    stage.set_defaults(func=cmd_stage)
+    stage = command("stage", cmd_stage, "run one pipeline stage (what dvc.yaml calls)")
+    stage.add_argument("name", choices=["params", "ingest", "reference", "cycles", "evaluate"])
 
-    evaluate = commands.add_parser("evaluate", help="held-out metrics of a model against the reference")
+    evaluate = command("evaluate", cmd_evaluate, "held-out metrics of a model against the reference")
     evaluate.add_argument("--model", required=True, help="local model folder or MLflow URI (models:/alignpipe-policy@champion)")
     evaluate.add_argument("--pairs", required=True, help="HH-format file (or any source with paired rows); odd rows "
                           "are quarantined as at ingest, every other pair is scored")
@@ -159,24 +219,33 @@ def build_parser() -> argparse.ArgumentParser:
                           "as <name>-evidence.parquet (default: %(default)s)")
     evaluate.add_argument("--max-pairs", type=int, default=0, help="score only the first N pairs (default: all)")
     evaluate.add_argument("--reference", default="artifacts/reference", help="reference folder (default: %(default)s)")
-    evaluate.set_defaults(func=cmd_evaluate)
 
-    run = commands.add_parser("run", help="run the retrain flow once (stages, gate, register, promote)")
+    run = command("run", cmd_run, "run the retrain flow once (stages, gate, register, promote)")
     run.add_argument("--root", default=".", help="project folder (default: current)")
-    run.set_defaults(func=cmd_run)
 
-    serve = commands.add_parser("serve", help="serve the retrain flow as a Prefect deployment on the params.yaml schedule")
+    status = command("status", cmd_status, "champion, challenger, recent versions and stale stages")
+    status.add_argument("--root", default=".", help="project folder (default: current)")
+
+    serve = command("serve", cmd_serve, "serve the retrain flow on the params' schedule, against a Prefect "
+                    "server you can open ($PREFECT_API_URL, or a local one started here)")
     serve.add_argument("--root", default=".")
-    serve.set_defaults(func=cmd_serve)
 
-    promote = commands.add_parser("promote", help="move the champion alias to VERSION")
+    promote = command("promote", cmd_promote, "move the champion alias to VERSION")
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand")
-    promote.set_defaults(func=cmd_promote)
 
-    rollback = commands.add_parser("rollback", help="move the champion alias back to the previous champion")
-    rollback.set_defaults(func=cmd_rollback)
+    command("rollback", cmd_rollback, "move the champion alias back to the previous champion")
     return parser
+
+
+def report_user_error(command: str, err: Exception) -> None:
+    """Print the error once; a stage run by the flow writes it to the flow's file instead,
+    and the flow logs it (terminal and Prefect UI) with the stage's name."""
+    error_file = os.environ.get(ERROR_FILE_VARIABLE)
+    if error_file and command == "stage":
+        Path(error_file).write_text(str(err))
+    else:
+        print(f"alignpipe {command}: error: {err}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (UserError, FileNotFoundError) as err:
-        print(f"alignpipe {args.command}: error: {err}", file=sys.stderr)
+        report_user_error(args.command, err)
         return 2
     return 0
 

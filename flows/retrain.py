@@ -7,10 +7,8 @@ artifacts. Only this flow (and the ``promote``/``rollback`` commands) changes th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from components import stages
 from components.data.dataset import read_items, read_manifest
@@ -30,18 +29,20 @@ from components.evaluation.plots import plot_group_intervals
 from components.evaluation.report import decision_markdown, metric_lines
 from components.params import Params, load_params
 from components.registry import registry
+from components.registry.run_record import log_dataset_input, log_outputs, plot_files
 from components.registry.tracking import ensure_experiment, log_finite_metrics
+from components.resolve import INPUTS_FILE, RESOLVED_PARAMS
+from flows.stage_runs import run_stage
 
 STAGE_ORDER = ("ingest", "reference", "cycles", "evaluate")
-STAGE_PARAMS = {"ingest": ("data", "validation"), "reference": ("seed", "reference", "sequence"),
-                "cycles": ("cycles",), "evaluate": ("evaluate",)}
+DATASET_FILES = [stages.DATASET_DIR / name for name in ("manifest.json", stages.VALIDATION_REPORT, stages.DATA_CARD)]
 STAGE_FILES = {
-    "ingest": (stages.DATASET_DIR / "manifest.json", stages.DATASET_DIR / stages.VALIDATION_REPORT,
-               stages.DATASET_DIR / stages.DATA_CARD),
+    "ingest": (RESOLVED_PARAMS, INPUTS_FILE, *DATASET_FILES),
     "reference": (stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER),
     "cycles": (stages.CYCLES_FILE,),
-    "evaluate": (stages.METRICS_FILE, stages.EVIDENCE_FILE),
+    "evaluate": (stages.METRICS_FILE,),
 }
+STOPPED = "nothing registered, no alias moved"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class RetrainResult:
     run_id: str
     skipped: str = ""              # why nothing was registered
     cycles: str = ""               # "1 of 2 cycles accepted", or that none was
+    model_name: str = ""           # the registered model, from the params the run used
+
+    def outcome(self) -> str:
+        """One line: what this run did to the registry."""
+        if self.gate is None:
+            return self.skipped
+        verdict = "gate PASSED: promoted to champion" if self.promoted else "gate FAILED: champion unchanged"
+        return f"{self.model_name} v{self.version} registered (alias 'challenger'); {verdict}"
 
 
 def cycles_line(root: Path) -> str:
@@ -65,37 +74,29 @@ def cycles_line(root: Path) -> str:
     return line + (": the candidate is the reference itself" if accepted == 0 else "")
 
 
-@task(cache_policy=NO_CACHE)
-def reproduce(stage: str, root: Path) -> bool:
-    """Run ``stage`` (and anything stale upstream) through DVC; True if it ran."""
-    from dvc.repo import Repo
+def stage_summary(stage: str, root: Path) -> str:
+    """What a stage produced, in one line for the flow's log."""
+    if stage == "ingest":
+        manifest = read_manifest(root / stages.DATASET_DIR)
+        return (f"dataset {manifest['version']}: {manifest['n_rows']} judgements, {manifest['items']['n']} items, "
+                f"{manifest.get('quarantined_rows', 0)} rows quarantined")
+    if stage == "reference":
+        sft = root / stages.REFERENCE_DIR / "sft.json"
+        return (f"SFT loss {json.loads(sft.read_text())['sft_train_loss']:.4f}" if sft.exists()
+                else f"reference {stages.reference_location(root / stages.REFERENCE_DIR)}")
+    if stage == "cycles":
+        return cycles_line(root)
+    return "; ".join(metric_lines(json.loads((root / stages.METRICS_FILE).read_text()))[:1])
 
-    logging.getLogger("dvc").propagate = False  # DVC prints its own progress; don't echo it twice
-    # DVC resolves stage targets against the working directory, not the Repo's root
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        ran = repo.reproduce(stage)
-    names = {s.addressing for s in ran}
-    get_run_logger().info("dvc: %s %s", stage, "ran" if stage in names else "up to date (cached)")
-    return stage in names
 
-
-@task(cache_policy=NO_CACHE)
-def track_stage(stage: str, ran: bool, params: Params, root: Path) -> None:
-    """A nested MLflow run per stage: its params, metrics and small output files."""
-    flat = params.flat()
-    with mlflow.start_run(run_name=stage, nested=True):
-        mlflow.set_tag("dvc.ran", str(ran).lower())
-        mlflow.log_params({k: v for k, v in flat.items() if k.split(".")[0] in STAGE_PARAMS[stage]})
-        for relative in STAGE_FILES[stage]:
-            path = root / relative
-            if not path.exists():
-                continue
-            mlflow.log_artifact(str(path))
-            if path.suffix == ".json":
-                payload = json.loads(path.read_text())
-                log_finite_metrics(payload)
-                for record in payload.get("cycles", []):
-                    log_finite_metrics({f"cycle.{k}": v for k, v in record.items()}, step=record["cycle"])
+def record_run(params: Params, root: Path) -> None:
+    """The parent run as a reviewer's record: dataset input, dataset files, params used,
+    metrics with intervals, per-pair evidence, cycles and every plot."""
+    log_dataset_input(root / stages.DATASET_DIR, params.data.source)
+    log_outputs(root, {"dataset": DATASET_FILES, "": [RESOLVED_PARAMS, stages.METRICS_FILE, stages.CYCLES_FILE],
+                       "evidence": [stages.EVIDENCE_FILE]})
+    for plot in plot_files(root / stages.PLOTS_DIR):
+        mlflow.log_artifact(str(plot), artifact_path="plots")
 
 
 @task(cache_policy=NO_CACHE)
@@ -119,12 +120,11 @@ def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, 
 
 
 @task(cache_policy=NO_CACHE)
-def record_evidence(decision: GateDecision, params: Params, root: Path, champion: pd.DataFrame | None) -> None:
-    """Per-pair evidence (the candidate's, and the champion's on the same pairs), the gate's
-    figures and the per-group plot, in the active MLflow run."""
+def record_evidence(decision: GateDecision, params: Params, champion: pd.DataFrame | None) -> None:
+    """The gate's figures, the champion's per-pair evidence on the same pairs and the
+    per-group plot, in the active MLflow run."""
     log_finite_metrics(decision.figures)
     mlflow.set_tags({**decision.as_tags(), "gate.primary": params.gate.primary, "gate.groups.by": params.gate.groups.by})
-    mlflow.log_artifact(str(root / stages.EVIDENCE_FILE), artifact_path="evidence")
     with tempfile.TemporaryDirectory() as scratch:
         if champion is not None:
             champion.to_parquet(Path(scratch) / "champion_evidence.parquet", index=False)
@@ -192,20 +192,46 @@ Champion now: {f'v{result.champion}' if result.champion else 'none'}. MLflow run
 """
 
 
-@flow(name="retrain", log_prints=True)
-def retrain(root: str = ".") -> RetrainResult:
-    """Stages → skip if identical → gate on intervals → register (challenger) → promote if passed."""
+def report_outcome(flow, flow_run, state) -> None:
+    """One line per finished run, on the console of `alignpipe run` or `alignpipe serve`."""
+    result = state.result(raise_on_failure=False) if state.is_completed() else None
+    print(f"retrain run {flow_run.name!r}: {state.name}: "
+          f"{result.outcome() if isinstance(result, RetrainResult) else state.message}", flush=True)
+
+
+@flow(name="retrain", log_prints=True, on_completion=[report_outcome], on_failure=[report_outcome])
+def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict | None = None):
+    """Stages → skip if identical → gate on intervals → register (challenger) → promote if passed.
+
+    ``params_file`` (relative to ``root``) and ``overrides`` (dotted keys) reach every stage
+    through the ``params`` stage. A user error (bad params or data) ends the run Failed with
+    the error logged once and nothing registered."""
+    logger = get_run_logger()
     root = Path(root).resolve()
-    params = load_params(root / "params.yaml")
-    check_gate_params(params.gate)
+    overrides = overrides or {}
+    params_path = Path(params_file) if Path(params_file).is_absolute() else root / params_file
+    try:
+        params = load_params(params_path, overrides)
+        check_gate_params(params.gate)
+    except UserError as err:
+        logger.error("%s", err)
+        return Failed(message=f"params: {STOPPED}")
     ensure_experiment(params.registry.experiment)
     name = params.registry.model_name
     with mlflow.start_run(run_name="retrain") as run:
         mlflow.log_params(params.flat())
+        mlflow.set_tags({"params_file": str(params_path), "overrides": json.dumps(overrides)})
         stages_ran = {}
         for stage in STAGE_ORDER:
-            stages_ran[stage] = reproduce(stage, root)
-            track_stage(stage, stages_ran[stage], params, root)
+            outcome = run_stage(stage, root, params, str(params_path), overrides, run.info.run_id, STAGE_FILES[stage])
+            if outcome.error:
+                mlflow.set_tag("error", f"stage {stage}: {outcome.error}"[:5000])
+                mlflow.end_run(status="FAILED")
+                return Failed(message=f"stage {stage!r} stopped on the error above: {STOPPED}")
+            stages_ran[stage] = outcome.ran
+            logger.info("stage %s: %s in %.0f s: %s", stage, "ran" if outcome.ran else "up to date",
+                        outcome.seconds, stage_summary(stage, root))
+        record_run(params, root)
         metrics = json.loads((root / stages.METRICS_FILE).read_text())
         log_finite_metrics(metrics)
         identity = candidate_identity(params, root)
@@ -215,26 +241,33 @@ def retrain(root: str = ".") -> RetrainResult:
         if twin is not None:
             skipped = (f"nothing registered: the candidate equals {name} v{twin[0].version} ('{twin[1]}'): same "
                        f"data version {identity['data_version']}, params and code commit {identity['code_commit'][:12]}")
-            print(skipped)
+            logger.info(skipped)
             mlflow.set_tag("registered", "false")
         else:
             champion, champion_name, why_not = champion_evidence(params, root)
             candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)
             gate = decide(candidate, params.gate, params.seed, champion, champion_name, why_not)
-            record_evidence(gate, params, root, champion)
+            record_evidence(gate, params, champion)
+            for check in gate.checks:
+                logger.info("gate: %s", check)
             version = register(params, root, metrics, gate, identity)
             if gate.passed:
                 registry.promote(name, version, reason="; ".join(gate.checks))
         current = registry.champion(name)
         result = RetrainResult(version, bool(gate and gate.passed), str(current.version) if current else None,
-                               metrics, gate, run.info.run_id, skipped, cycles_line(root))
+                               metrics, gate, run.info.run_id, skipped, cycles_line(root), name)
     create_markdown_artifact(key="retrain-summary", markdown=summary_markdown(result, params, stages_ran),
                              description=f"{name} v{result.version}" if result.version else f"{name}: nothing registered")
+    logger.info("To track this run's pipeline state with git: git add dvc.lock artifacts/*.json "
+                "artifacts/params.yaml artifacts/plots")
     return result
 
 
-def deployment(root: str = "."):
-    """The scheduled deployment of ``retrain`` (cron from ``params.yaml``)."""
-    params = load_params(Path(root) / "params.yaml")
+def deployment(root: str = ".", params_file: str = "params.yaml", overrides: dict | None = None):
+    """The scheduled deployment of ``retrain`` (cron from the params it runs with)."""
+    root_path = Path(root).resolve()
+    params_path = Path(params_file) if Path(params_file).is_absolute() else root_path / params_file
+    params = load_params(params_path, overrides)
     return retrain.to_deployment(name="retrain-scheduled", cron=params.schedule.cron,
-                                 parameters={"root": str(Path(root).resolve())})
+                                 parameters={"root": str(root_path), "params_file": str(params_path),
+                                             "overrides": overrides or {}})

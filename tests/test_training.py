@@ -95,10 +95,13 @@ def test_sft_lowers_the_loss_on_its_dialogues(tiny_model_dir, tokenizer):
         return float(-sums.sum() / counts.sum())
 
     before = mean_nll()
-    stats = supervised_finetune(model, tokenizer, sequences, steps=20, batch_size=8, learning_rate=1e-2,
-                                warmup_steps=0, seed=0)
+    stats, step_log = supervised_finetune(model, tokenizer, sequences, steps=20, batch_size=8, learning_rate=1e-2,
+                                          warmup_steps=0, seed=0)
     assert mean_nll() < 0.7 * before  # about 5.7 -> 2.8 nats/token
     assert stats["sft_train_loss"] > 0 and not model.training
+    # every step logged, in order, and the loss curve goes down
+    assert [row["step"] for row in step_log.history] == list(range(1, 21))
+    assert step_log.history[-1]["loss"] < step_log.history[0]["loss"]
 
 
 # --- forget-and-relearn cycles ---------------------------------------------------------------

@@ -21,6 +21,7 @@ import pandas as pd
 from components.data.aggregation import ITEM_COLUMNS
 from components.data.quarantine import QUARANTINE_FILE, write_quarantine
 from components.data.records import COLUMNS, LABELS
+from components.fingerprint import fingerprint
 
 RECORDS_FILE = "records.parquet"
 ITEMS_FILE = "items.parquet"
@@ -46,16 +47,6 @@ def content_version(judgements: pd.DataFrame, items: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    if path.is_dir():
-        return "directory"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _counts(frame: pd.DataFrame) -> dict:
     return {"labels": {label: int((frame["label"] == label).sum()) for label in LABELS},
             "splits": {split: int((frame["split"] == split).sum()) for split in SPLITS}}
@@ -69,7 +60,7 @@ def build_manifest(judgements: pd.DataFrame, items: pd.DataFrame, source: str | 
         **_counts(judgements),
         "items": {"n": len(items), **_counts(items)},
         "source": str(source),
-        "source_sha256": file_sha256(Path(source)),
+        "source_sha256": fingerprint(source),
         "columns": COLUMNS,
         "item_columns": ITEM_COLUMNS,
         **(extra or {}),

@@ -70,6 +70,9 @@ def pair_evidence(policy: PairScores, reference: PairScores, pairs: pd.DataFrame
     evidence = pairs[keys].reset_index(drop=True).copy()
     evidence["chosen_tokens"] = policy.chosen_tokens.numpy()
     evidence["rejected_tokens"] = policy.rejected_tokens.numpy()
+    # where each side started: the reference's per-token log-prob (the "before" of the plots)
+    evidence["ref_pos_logp"] = (reference.chosen / reference.chosen_tokens.clamp(min=1)).double().numpy()
+    evidence["ref_neg_logp"] = (reference.rejected / reference.rejected_tokens.clamp(min=1)).double().numpy()
     for name, values in per_pair_values(policy, reference).items():
         evidence[name] = values.double().numpy()
     return evidence

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+from mlflow.entities import Metric
 
 from components.environment import state_dir
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, for printing and logging."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def artifact_root() -> str:
@@ -59,3 +72,24 @@ def log_finite_metrics(metrics: Mapping[str, object], step: int | None = None) -
     if finite:
         mlflow.log_metrics(finite, step=step)
     return finite
+
+
+LIVE_RUN_VARIABLE = "ALIGNPIPE_MLFLOW_RUN_ID"
+
+
+def log_live(metrics: Mapping[str, object], step: int) -> None:
+    """Log ``metrics`` at ``step`` to the MLflow runs named by ``$ALIGNPIPE_MLFLOW_RUN_ID``
+    (comma-separated), if any: nothing happens outside a flow.
+
+    The flow opens a run for each stage and DVC starts the stage in a child process; the
+    child logs into that run (and the parent retrain run) while it trains, so metric history
+    and durations are real.
+    """
+    run_ids = [run_id for run_id in os.environ.get(LIVE_RUN_VARIABLE, "").split(",") if run_id]
+    finite = finite_metrics(metrics)
+    if not run_ids or not finite:
+        return
+    now = int(time.time() * 1000)
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in finite.items()])

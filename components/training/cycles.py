@@ -29,10 +29,12 @@ from components.evaluation.metrics import pair_evidence, score_pairs
 from components.modeling.models import check_context, decoder_blocks
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import Params
+from components.registry.tracking import log_live
 from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import check_forget, forget
 from components.training.companions import fixed_companions, with_anchors
 from components.training.relearn import check_objective, example_weights, relearn, with_weights
+from components.training.step_log import StepLog
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,10 @@ def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired:
 
 
 def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFrame, params: Params,
-               log: Callable[[str], None] = print) -> tuple[torch.nn.Module, list[CycleRecord]]:
-    """Return the final policy (a trained copy of ``reference``) and one record per cycle."""
+               log: Callable[[str], None] = print,
+               step_log: StepLog | None = None) -> tuple[torch.nn.Module, list[CycleRecord]]:
+    """Return the final policy (a trained copy of ``reference``) and one record per cycle.
+    ``step_log`` collects relearn loss per step, cycles one after another on one axis."""
     seq, cfg = params.sequence, params.cycles
     policy = copy.deepcopy(reference).requires_grad_(True)  # trainable even if the caller froze the reference
     for parameter in reference.parameters():
@@ -119,7 +123,9 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         forgetting = replace(cfg.forget, op="none") if cycle == 1 else cfg.forget
         forget(policy, forgetting, cycle_seed)
         log(f"cycle {cycle}: forget={forgetting.op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
-        loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed)
+        if step_log is not None:
+            step_log.step_offset = (cycle - 1) * cfg.relearn.steps
+        loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed, callbacks=[step_log] if step_log else None)
         dev = pair_evidence(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev, dev_pairs)
         passed, gain, positives = cycle_gate(dev, best, cfg.gate.max_pos_drop, settings)
         accepted = not cfg.gate.enabled or passed
@@ -132,6 +138,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
                              float(means["pos_logp_delta"]), float(means["pref_accuracy"]), float(means["separation"]),
                              gain.estimate, gain.low, gain.high, positives.low, len(dev),
                              round(time.perf_counter() - started, 2))
+        log_live({f"cycle.{key}": value for key, value in record.as_dict().items()}, step=cycle)
         log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation gain {gain.describe()}; "
             f"dev pos_logp_delta {positives.describe()})")
         records.append(record)

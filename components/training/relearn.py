@@ -22,6 +22,7 @@ from transformers import Trainer
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
 from components.params import ParamsError, RelearnParams
 from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss, weighted_mean
+from components.training.step_log import quiet_printer
 from components.training.trainer_args import training_arguments
 
 OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga")
@@ -116,8 +117,8 @@ def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnPa
     ``transformers.TrainerCallback`` objects (benchmarks measure along the way with them)."""
     check_objective(params.objective)
     args = training_arguments(params.steps, params.batch_size, params.learning_rate, seed)
-    trainer = RelearnTrainer(model=policy, args=args, train_dataset=examples, callbacks=callbacks,
-                             data_collator=RelearnCollator(tokenizer.pad_token_id), relearn=params)
+    trainer = quiet_printer(RelearnTrainer(model=policy, args=args, train_dataset=examples, callbacks=callbacks,
+                                           data_collator=RelearnCollator(tokenizer.pad_token_id), relearn=params))
     result = trainer.train()
     policy.eval()
     return {"relearn_train_loss": float(result.training_loss)}

@@ -10,6 +10,7 @@ import torch
 from transformers import Trainer
 
 from components.modeling.sequences import Encoded, collate
+from components.training.step_log import StepLog, quiet_printer
 from components.training.trainer_args import training_arguments
 
 
@@ -24,11 +25,13 @@ class _DialogueCollator:
 
 
 def supervised_finetune(model, tokenizer, sequences: list[Encoded], steps: int, batch_size: int,
-                        learning_rate: float, warmup_steps: int, seed: int) -> dict[str, float]:
-    """Train ``model`` in place on whole dialogues; returns the final training loss."""
+                        learning_rate: float, warmup_steps: int, seed: int) -> tuple[dict[str, float], StepLog]:
+    """Train ``model`` in place on whole dialogues; returns the mean training loss and the
+    per-step log (``sft.loss``, ``sft.learning_rate``)."""
     args = training_arguments(steps, batch_size, learning_rate, seed, warmup_steps)
-    trainer = Trainer(model=model, args=args, train_dataset=sequences,
-                      data_collator=_DialogueCollator(tokenizer.pad_token_id))
+    step_log = StepLog("sft")
+    trainer = quiet_printer(Trainer(model=model, args=args, train_dataset=sequences, callbacks=[step_log],
+                                    data_collator=_DialogueCollator(tokenizer.pad_token_id)))
     result = trainer.train()
     model.eval()
-    return {"sft_train_loss": float(result.training_loss)}
+    return {"sft_train_loss": float(result.training_loss)}, step_log

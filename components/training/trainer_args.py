@@ -23,7 +23,8 @@ def training_arguments(steps: int, batch_size: int, learning_rate: float, seed: 
         lr_scheduler_type="cosine",
         weight_decay=0.0,
         max_grad_norm=1.0,
-        logging_steps=max(1, steps // 8),
+        logging_steps=max(1, steps // 100),   # a loss curve, not eight points
+        disable_tqdm=True,                     # StepLog draws the bar (components/training/step_log.py)
         save_strategy="no",
         report_to="none",
         seed=seed,

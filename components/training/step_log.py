@@ -1,0 +1,58 @@
+"""Training progress as it happens: loss and learning rate per logging step.
+
+One ``TrainerCallback`` replaces the library's printer: a bar on a terminal, about ten plain
+lines in a log, MLflow metric history (``<name>.loss``, ``<name>.learning_rate``) in the
+stage's run while it trains, and the history itself for the stage's plot files.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, Trainer, TrainerCallback
+
+from components.progress import interactive
+from components.registry.tracking import log_live
+
+
+class StepLog(TrainerCallback):
+    """``history`` holds ``{"step", "loss", "learning_rate"}`` rows; ``step_offset`` puts
+    several trainings (one per cycle) on one axis."""
+
+    def __init__(self, name: str, step_offset: int = 0):
+        self.name = name
+        self.step_offset = step_offset
+        self.history: list[dict[str, float]] = []
+        self._bar = None
+        self._printed_tenths = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._bar = tqdm(total=state.max_steps, desc=self.name, disable=not interactive(), leave=False)
+        self._printed_tenths = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        step = self.step_offset + state.global_step
+        loss, rate = float(logs["loss"]), float(logs.get("learning_rate", math.nan))
+        self.history.append({"step": step, "loss": loss, "learning_rate": rate})
+        log_live({f"{self.name}.loss": loss, f"{self.name}.learning_rate": rate}, step)
+        tenths = 10 * state.global_step // max(state.max_steps, 1)
+        if interactive():
+            self._bar.set_postfix(loss=f"{loss:.4f}")
+        elif tenths > self._printed_tenths:
+            self._printed_tenths = tenths
+            print(f"{self.name}: step {state.global_step}/{state.max_steps} loss {loss:.4f} lr {rate:.2e}", flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._bar.close()
+
+
+def quiet_printer(trainer: Trainer) -> Trainer:
+    """Drop the library's printer, which prints every log dict; :class:`StepLog` reports instead."""
+    trainer.remove_callback(PrinterCallback)
+    return trainer
