@@ -9,7 +9,6 @@ Read-only: nothing here changes the registry or the workspace. The registry view
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from components.params import Params, load_params
 from components.registry.registry import CHALLENGER, CHAMPION, HISTORY_TAG
 from components.registry.tracking import safe_uri
-from components.resolve import INPUTS_FILE, RESOLVED_PARAMS, input_fingerprints
+from components.resolve import RESOLVED_PARAMS
 
 CHECK_CHARS = 90
 ABSENT = "—"
@@ -143,21 +142,18 @@ def stage_status(root: Path) -> list[tuple[str, str]]:
 
 
 def pending_changes(root: Path, params: Params) -> dict[str, list[str]]:
-    """Settings and inputs that differ from what the last run resolved, by the stage that
-    declares them. DVC compares stages with ``artifacts/params.yaml``, which only the next
-    run rewrites, so an edit to params.yaml shows here and not yet in DVC's own status."""
-    resolved, inputs_file = root / RESOLVED_PARAMS, root / INPUTS_FILE
-    if not resolved.exists() or not inputs_file.exists():
+    """Settings that differ from what the last run resolved, by the stage that declares them.
+    DVC compares stages with ``artifacts/params.yaml``, which only the next run rewrites, so
+    an edit to params.yaml shows here and not yet in DVC's own status."""
+    resolved = root / RESOLVED_PARAMS
+    if not resolved.exists():
         return {}
-    before = {str(RESOLVED_PARAMS): load_params(resolved).to_dict(), str(INPUTS_FILE): json.loads(inputs_file.read_text())}
-    now = {str(RESOLVED_PARAMS): params.to_dict(), str(INPUTS_FILE): input_fingerprints(params)}
+    before, now = load_params(resolved).to_dict(), params.to_dict()
     pending = {}
     for name, stage in yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {}).items():
         for entry in stage.get("params", []):
-            for file, keys in (entry.items() if isinstance(entry, dict) else ()):
-                for key in keys if file in now else ():
-                    old, new = _lookup(before[file], key), _lookup(now[file], key)
-                    pending.setdefault(name, []).extend(_changed_keys(key, old, new))
+            for key in entry.get(str(RESOLVED_PARAMS), []) if isinstance(entry, dict) else ():
+                pending.setdefault(name, []).extend(_changed_keys(key, _lookup(before, key), _lookup(now, key)))
     return {name: keys for name, keys in pending.items() if keys}
 
 

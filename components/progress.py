@@ -24,8 +24,3 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     """``items`` with a bar on a terminal, silently otherwise (callers log their own summary)."""
     return iter(tqdm(items, desc=description, total=total, disable=not interactive(), leave=False))
 
-
-def milestones(total: int, count: int = 10) -> set[int]:
-    """About ``count`` evenly spaced steps out of ``total``, the last one included: when a
-    non-interactive run prints a progress line."""
-    return {max(1, round(total * i / count)) for i in range(1, count + 1)}

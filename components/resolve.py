@@ -1,42 +1,64 @@
-"""What a run uses: its params resolved into one file, and fingerprints of the inputs they name.
+"""What a run uses: its params resolved into one file, and links to the inputs they name.
 
 The ``params`` stage of ``dvc.yaml`` writes both on every ``dvc repro``; the other stages read
 and declare only these, so DVC reruns a stage exactly when something it uses changed, whether
 the params came from ``params.yaml``, another file (``alignpipe --params``) or ``-S`` overrides.
-Kept free of heavy imports: it runs before every pipeline.
+
+The data source, the withdrawals list and a local ``reference.model`` folder live wherever the
+params say; ``artifacts/inputs/`` holds a symlink to each, and the stages name those links as
+dependencies. DVC follows the links and hashes what they point at, so ``dvc status`` sees a
+model folder whose weights were rewritten in place. Kept free of heavy imports: it runs
+before every pipeline.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
-from components.fingerprint import fingerprint
-from components.params import Params
+from components.params import Params, ParamsError
 
 RESOLVED_PARAMS = Path("artifacts") / "params.yaml"
-INPUTS_FILE = Path("artifacts") / "inputs.json"
+INPUTS_DIR = Path("artifacts") / "inputs"
 
 
-def input_fingerprints(params: Params) -> dict[str, str]:
-    """The data source, the withdrawals list and a local reference model folder, by content;
-    a hub model id stands for itself (nothing is downloaded to fingerprint it)."""
-    data, withdrawals, reference = Path(params.data.source), Path(params.data.withdrawals), params.reference.model
-    return {
-        "data_source": fingerprint(data) if data.exists() else "missing",
-        "withdrawals": fingerprint(withdrawals) if withdrawals.is_file() else "missing",
-        "reference_model": fingerprint(reference) if Path(reference).is_dir() else reference,
-    }
+def _replace(path: Path) -> Path:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    return path
+
+
+def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]:
+    """Point ``inputs_dir/{data_source,withdrawals,reference_model}`` at what the params name.
+    A reference that is not a local folder (``tiny``, a hub id) becomes a file holding its name,
+    so changing the name still changes the dependency."""
+    inputs_dir.mkdir(parents=True, exist_ok=True)
+    named = {"data_source": ("data.source", params.data.source), "withdrawals": ("data.withdrawals", params.data.withdrawals)}
+    links = {}
+    for name, (key, location) in named.items():
+        if not Path(location).exists():
+            raise ParamsError(f"{key}: {location} not found (paths are relative to the project folder)")
+        _replace(inputs_dir / name).symlink_to(Path(location).resolve())
+        links[name] = str(Path(location).resolve())
+    reference = params.reference.model
+    if Path(reference).is_dir():
+        _replace(inputs_dir / "reference_model").symlink_to(Path(reference).resolve())
+        links["reference_model"] = str(Path(reference).resolve())
+    else:
+        _replace(inputs_dir / "reference_model").write_text(reference + "\n")
+        links["reference_model"] = reference
+    return links
 
 
 def resolve_params(params: Params, named: str, overrides: dict, out: Path = RESOLVED_PARAMS,
-                   inputs_file: Path = INPUTS_FILE) -> dict:
-    """Write every setting the run uses (defaults included) to ``out`` and the input
-    fingerprints to ``inputs_file``; returns both in short."""
+                   inputs_dir: Path = INPUTS_DIR) -> dict:
+    """Write every setting the run uses (defaults included) to ``out`` and link the inputs;
+    returns where each came from."""
     header = (f"Resolved by `alignpipe stage params` from {named}" + (f" with -S {overrides}" if overrides else "")
               + ".\nThe stages read this file: edit params.yaml (or pass --params/-S), not this.")
+    links = link_inputs(params, inputs_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(params.to_yaml(header))
-    inputs = input_fingerprints(params)
-    inputs_file.write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
-    return {"params": named, "overrides": overrides, **inputs}
+    return {"params": named, "overrides": overrides, **links}

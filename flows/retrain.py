@@ -31,13 +31,13 @@ from components.params import Params, load_params
 from components.registry import registry
 from components.registry.run_record import log_dataset_input, log_outputs, plot_files
 from components.registry.tracking import ensure_experiment, log_finite_metrics
-from components.resolve import INPUTS_FILE, RESOLVED_PARAMS
+from components.resolve import RESOLVED_PARAMS
 from flows.stage_runs import run_stage
 
 STAGE_ORDER = ("ingest", "reference", "cycles", "evaluate")
 DATASET_FILES = [stages.DATASET_DIR / name for name in ("manifest.json", stages.VALIDATION_REPORT, stages.DATA_CARD)]
 STAGE_FILES = {
-    "ingest": (RESOLVED_PARAMS, INPUTS_FILE, *DATASET_FILES),
+    "ingest": (RESOLVED_PARAMS, *DATASET_FILES),
     "reference": (stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER),
     "cycles": (stages.CYCLES_FILE,),
     "evaluate": (stages.METRICS_FILE,),
@@ -152,12 +152,13 @@ def register(params: Params, root: Path, metrics: dict, gate: GateDecision, iden
 
 def git_commit(root: Path) -> str:
     """The code commit; with uncommitted changes, ``-dirty.`` and a hash of the diff, so two
-    different dirty trees never count as the same code."""
+    different dirty trees never count as the same code. Pipeline outputs committed beside the
+    code (dvc.lock, artifacts/) are not code: their changes leave the identity alone."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    diff = git("diff", "HEAD")
+    diff = git("diff", "HEAD", "--", ".", ":(exclude)artifacts", ":(exclude)dvc.lock")
     return f"{commit}-dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}" if diff else commit
 
 
@@ -258,8 +259,10 @@ def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict |
                                metrics, gate, run.info.run_id, skipped, cycles_line(root), name)
     create_markdown_artifact(key="retrain-summary", markdown=summary_markdown(result, params, stages_ran),
                              description=f"{name} v{result.version}" if result.version else f"{name}: nothing registered")
-    logger.info("To track this run's pipeline state with git: git add dvc.lock artifacts/*.json "
-                "artifacts/params.yaml artifacts/plots")
+    if any(stages_ran.values()):
+        logger.info("to version this pipeline state with git (dvc metrics diff and plots diff compare against it): "
+                    "git add dvc.lock artifacts/.gitignore artifacts/params.yaml artifacts/cycles.json "
+                    "artifacts/metrics.json artifacts/plots")
     return result
 
 

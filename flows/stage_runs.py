@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -57,6 +58,7 @@ def reproduce(stage: str, root: Path, upstream: bool) -> bool:
     DVC's "git add dvc.lock" hint is left to the caller, to be given once."""
     from dvc.repo import Repo
 
+    logging.getLogger("dvc").propagate = False  # DVC prints its own lines; Prefect's handlers would repeat them
     # DVC resolves stage targets against the working directory, not the Repo's root
     with contextlib.chdir(root), Repo(str(root)) as repo:
         repo.scm_context.quiet = True

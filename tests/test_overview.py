@@ -19,7 +19,7 @@ import pytest
 from components.overview import pending_changes, registry_overview, render_status, stage_status
 from components.params import Params, RegistryParams
 from components.registry.tracking import safe_uri
-from components.resolve import INPUTS_FILE, RESOLVED_PARAMS
+from components.resolve import INPUTS_DIR, RESOLVED_PARAMS
 from conftest import REPO_ROOT
 from components.registry import registry
 
@@ -183,7 +183,7 @@ def test_an_edit_not_yet_resolved_names_the_stages_it_will_make_stale(tmp_path):
 
     shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     with contextlib.chdir(REPO_ROOT):  # data paths in the default params are relative to the repo
-        resolve_params(Params(), "params.yaml", {}, tmp_path / RESOLVED_PARAMS, tmp_path / INPUTS_FILE)
+        resolve_params(Params(), "params.yaml", {}, tmp_path / RESOLVED_PARAMS, tmp_path / INPUTS_DIR)
         assert pending_changes(tmp_path, Params()) == {}
         edited = dataclasses.replace(Params(), seed=1, cycles=dataclasses.replace(Params().cycles, count=3))
         pending = pending_changes(tmp_path, edited)

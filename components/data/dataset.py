@@ -21,7 +21,6 @@ import pandas as pd
 from components.data.aggregation import ITEM_COLUMNS
 from components.data.quarantine import QUARANTINE_FILE, write_quarantine
 from components.data.records import COLUMNS, LABELS
-from components.fingerprint import fingerprint
 
 RECORDS_FILE = "records.parquet"
 ITEMS_FILE = "items.parquet"
@@ -47,6 +46,18 @@ def content_version(judgements: pd.DataFrame, items: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+def source_sha256(path: Path) -> str:
+    """SHA-256 of a source file's bytes, or of a folder's relative file names and bytes."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _counts(frame: pd.DataFrame) -> dict:
     return {"labels": {label: int((frame["label"] == label).sum()) for label in LABELS},
             "splits": {split: int((frame["split"] == split).sum()) for split in SPLITS}}
@@ -60,7 +71,7 @@ def build_manifest(judgements: pd.DataFrame, items: pd.DataFrame, source: str | 
         **_counts(judgements),
         "items": {"n": len(items), **_counts(items)},
         "source": str(source),
-        "source_sha256": fingerprint(source),
+        "source_sha256": source_sha256(Path(source)),
         "columns": COLUMNS,
         "item_columns": ITEM_COLUMNS,
         **(extra or {}),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from components.progress import progress
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -83,7 +85,7 @@ def sequence_logps(model, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Ten
 def score(model, sequences: list[Encoded], pad_id: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs of many sequences, without gradients (for references and metrics)."""
     sums, counts = [], []
-    for start in range(0, len(sequences), batch_size):
+    for start in progress(range(0, len(sequences), batch_size), "scoring", -(-len(sequences) // batch_size)):
         total, n = sequence_logps(model, collate(sequences[start : start + batch_size], pad_id))
         sums.append(total.cpu())
         counts.append(n.cpu())
@@ -109,7 +111,7 @@ def sample_responses(
     Batched, left-padded generation with the KV cache; ``batch_size`` counts prompts.
     """
     results: list[list[list[int]]] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in progress(range(0, len(prompts), batch_size), "sampling", -(-len(prompts) // batch_size)):
         chunk = prompts[start : start + batch_size]
         width = max(len(p) for p in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)

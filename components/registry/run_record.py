@@ -25,8 +25,8 @@ def log_dataset_input(dataset_dir: Path, source: str) -> None:
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         dataset = mlflow.data.from_pandas(items, source=str(Path(source).resolve()), name=Path(source).name,
                                           digest=manifest["version"])
-    mlflow.log_input(dataset, context="training",
-                     tags={"data_version": manifest["version"], "quarantined_rows": str(manifest.get("quarantined_rows", 0))})
+        mlflow.log_input(dataset, context="training", tags={"data_version": manifest["version"],
+                                                             "quarantined_rows": str(manifest.get("quarantined_rows", 0))})
 
 
 def log_outputs(root: Path, files: dict[str, list[Path]]) -> None:
