@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast repro ui clean
+.PHONY: run test test-fast repro ui prefect-ui clean
 
 run: $(RUNTIME)  ## set up, then run the retrain flow on the embedded default
 	$(BIN)/alignpipe run
@@ -21,6 +21,10 @@ repro: $(RUNTIME)  ## rebuild stale stages with DVC alone (no registry changes)
 
 ui: $(RUNTIME)  ## MLflow UI over the local state
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath .alignpipe/mlflow.db) --port 5000
+
+prefect-ui: $(RUNTIME)  ## Prefect UI over the local state (flow runs, their logs, deployments) on port 4200
+	PREFECT_HOME=$(abspath .alignpipe/prefect) PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 # torch is pinned and installed first: an unpinned torch pulls GBs of CUDA wheels.
 $(RUNTIME): pyproject.toml

@@ -10,9 +10,7 @@ random untrained reference, and bad data. The data carries a planted behaviour
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -20,61 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from e2e_project import BIN, SMALLEST, make_project, merge, save_tiny_reference, set_params, texts
 from planted_data import EMAIL_DOMAIN, planted_rows, shuffle_training_labels, write_planted
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "e2e-policy"
-BIN = Path(sys.executable).parent
-SMALLEST = {
-    "data": {"source": "data/planted.jsonl", "dev_fraction": 0.15, "test_fraction": 0.2},
-    "sequence": {"max_prompt_tokens": 24, "max_response_tokens": 24},
-    "cycles": {"count": 1, "anchors": {"k": 2, "max_new_tokens": 12},
-               "relearn": {"steps": 4, "batch_size": 8, "learning_rate": 5.0e-4, "max_prompts": 64}},
-    "evaluate": {"kl_prompts": 4, "max_new_tokens": 8},
-    "gate": {"min_pairs": 40, "groups": {"by": "group", "rule": "pooled", "min_pairs": 15}},
-    "registry": {"experiment": "e2e", "model_name": MODEL_NAME},
-}
+SMALLEST_HERE = merge(SMALLEST, {"gate": {"groups": {"by": "group", "rule": "pooled", "min_pairs": 15}},
+                                 "registry": {"experiment": "e2e", "model_name": MODEL_NAME}})
 # longer training at a gentler rate: measured +0.034 [0.028, 0.041] paired separation over the first
 STRONGER = {"cycles.relearn.steps": 8, "cycles.relearn.learning_rate": 3.0e-4}
-
-
-def merge(base: dict, override: dict) -> dict:
-    return {k: merge(base[k], v) if isinstance(v, dict) else v for k, v in override.items()} | \
-        {k: v for k, v in base.items() if k not in override}
-
-
-def set_params(project: Path, dotted: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for key, value in dotted.items():
-        node = params
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def save_tiny_reference(folder: Path, texts: list[str], sft_steps: int, vocab_size: int = 400) -> Path:
-    """A local Hugging Face model folder, as a team would point ``reference.model`` at."""
-    import torch
-
-    from components.modeling.models import build_tiny_model, save_model
-    from components.modeling.sequences import Encoded
-    from components.modeling.tokenizer import train_bpe_tokenizer
-    from components.training.sft import supervised_finetune
-
-    torch.manual_seed(0)
-    tokenizer = train_bpe_tokenizer(texts, vocab_size)
-    model = build_tiny_model(tokenizer, n_layer=1, n_embd=48, n_head=2, n_positions=64)
-    if sft_steps:
-        sequences = [Encoded([], tokenizer(t)["input_ids"][:48] + [tokenizer.eos_token_id]) for t in texts]
-        supervised_finetune(model, tokenizer, sequences, sft_steps, 16, 3e-3, 5, seed=0)
-    return save_model(model, tokenizer, folder)
-
-
-def texts(rows: list[dict]) -> list[str]:
-    return [f"{row['prompt']} {row['response']}" for row in rows]
 
 
 @pytest.fixture(scope="module")
@@ -95,19 +47,7 @@ def references(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, references) -> Path:
     """A throwaway alignpipe project: the repo's stage graph and code, the planted data."""
-    root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    shutil.copytree(REPO_ROOT / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "data").mkdir()
-    shutil.copy(REPO_ROOT / "data" / "withdrawals.txt", root / "data" / "withdrawals.txt")
-    write_planted(root / "data" / "planted.jsonl")
-    params = merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), SMALLEST)
-    params["reference"]["model"] = str(references["sft"])
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True)
-    return root
+    return make_project(tmp_path_factory.mktemp("project"), merge(SMALLEST_HERE, {"reference": {"model": str(references["sft"])}}))
 
 
 @pytest.fixture(scope="module")
@@ -283,11 +223,13 @@ def test_too_much_bad_data_stops_the_run_and_leaves_registry_and_dataset_untouch
     (project / "data/bad.jsonl").write_text("\n".join(_corrupt(lines, rule)) + "\n")
     set_params(project, {"data.source": "data/bad.jsonl"})
     try:
-        with pytest.raises(Exception):
-            run(project)
+        from flows.retrain import retrain
+
+        state = retrain(root=str(project), return_state=True)
         ingest = subprocess.run([str(BIN / "alignpipe"), "stage", "ingest"], cwd=project, capture_output=True, text=True)
     finally:
         set_params(project, {"data.source": "data/planted.jsonl"})
+    assert state.is_failed() and "stage 'ingest'" in state.message and "nothing registered" in state.message
     assert ingest.returncode == 2 and f"data/bad.jsonl:51: {rule}" in ingest.stderr, ingest.stderr
     assert "Traceback" not in ingest.stderr
     versions_after = {str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")}
@@ -301,3 +243,22 @@ def test_deployment_carries_the_params_schedule(project):
     deployed = deployment(str(project))
     assert deployed.name == "retrain-scheduled"
     assert deployed.schedules[0].schedule.cron == yaml.safe_load((project / "params.yaml").read_text())["schedule"]["cron"]
+
+
+def test_weights_rewritten_in_place_make_the_reference_stage_stale(reference_runs, project, references):
+    """DVC hashes the folder ``reference.model`` names (through artifacts/inputs), so plain
+    ``dvc status`` notices new weights under the same path."""
+    def status() -> dict:
+        out = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=project, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    run(project)  # the last runs used other references: bring the pipeline back to the SFT one
+    assert "reference" not in status()
+    weights = references["sft"] / "model.safetensors"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes((references["random"] / "model.safetensors").read_bytes())
+        assert "reference" in status(), status()
+    finally:
+        weights.write_bytes(original)
+    assert "reference" not in status()

@@ -1,0 +1,82 @@
+"""Throwaway alignpipe projects for the end-to-end tests: the repo's stage graph and code, the
+planted data, the smallest configuration that still proves a point, a git repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO_ROOT
+from planted_data import write_planted
+
+BIN = Path(sys.executable).parent
+SMALLEST = {
+    "data": {"source": "data/planted.jsonl", "dev_fraction": 0.15, "test_fraction": 0.2},
+    "sequence": {"max_prompt_tokens": 24, "max_response_tokens": 24},
+    "cycles": {"count": 1, "anchors": {"k": 2, "max_new_tokens": 12},
+               "relearn": {"steps": 4, "batch_size": 8, "learning_rate": 5.0e-4, "max_prompts": 64}},
+    "evaluate": {"kl_prompts": 4, "max_new_tokens": 8},
+    "gate": {"min_pairs": 40},
+}
+GIT = ["git", "-c", "user.name=alignpipe tests", "-c", "user.email=tests@alignpipe.invalid"]
+
+
+def merge(base: dict, override: dict) -> dict:
+    return {k: merge(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in override.items()} | \
+        {k: v for k, v in base.items() if k not in override}
+
+
+def set_params(project: Path, dotted: dict, file: str = "params.yaml") -> None:
+    params = yaml.safe_load((project / file).read_text())
+    for key, value in dotted.items():
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    (project / file).write_text(yaml.safe_dump(params))
+
+
+def make_project(root: Path, params: dict) -> Path:
+    """``root`` as a git + DVC project whose params.yaml is the repo's merged with ``params``."""
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "data").mkdir()
+    shutil.copy(REPO_ROOT / "data" / "withdrawals.txt", root / "data" / "withdrawals.txt")
+    write_planted(root / "data" / "planted.jsonl")
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), params)))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True)
+    return root
+
+
+def commit(project: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", message], cwd=project, check=True)
+
+
+def save_tiny_reference(folder: Path, texts: list[str], sft_steps: int, vocab_size: int = 400) -> Path:
+    """A local Hugging Face model folder, as a team would point ``reference.model`` at."""
+    import torch
+
+    from components.modeling.models import build_tiny_model, save_model
+    from components.modeling.sequences import Encoded
+    from components.modeling.tokenizer import train_bpe_tokenizer
+    from components.training.sft import supervised_finetune
+
+    torch.manual_seed(0)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size)
+    model = build_tiny_model(tokenizer, n_layer=1, n_embd=48, n_head=2, n_positions=64)
+    if sft_steps:
+        sequences = [Encoded([], tokenizer(t)["input_ids"][:48] + [tokenizer.eos_token_id]) for t in texts]
+        supervised_finetune(model, tokenizer, sequences, sft_steps, 16, 3e-3, 5, seed=0)
+    return save_model(model, tokenizer, folder)
+
+
+def texts(rows: list[dict]) -> list[str]:
+    return [f"{row['prompt']} {row['response']}" for row in rows]
