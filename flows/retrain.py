@@ -89,6 +89,7 @@ def stage_summary(stage: str, root: Path) -> str:
     return "; ".join(metric_lines(json.loads((root / stages.METRICS_FILE).read_text()))[:1])
 
 
+@task(cache_policy=NO_CACHE)
 def record_run(params: Params, root: Path) -> None:
     """The parent run as a reviewer's record: dataset input, dataset files, params used,
     metrics with intervals, per-pair evidence, cycles and every plot."""

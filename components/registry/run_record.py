@@ -11,8 +11,6 @@ import mlflow
 
 from components.data.dataset import read_items
 
-DATASET_FILES = ("manifest.json", "validation.json", "data_card.md", "quarantine.jsonl")
-
 
 def log_dataset_input(dataset_dir: Path, source: str) -> None:
     """The training items as an MLflow dataset: its digest is the dataset's content version,
