@@ -150,13 +150,14 @@ def cmd_status(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from prefect import serve
-
     from flows.prefect_server import visible_server
-    from flows.retrain import deployment
 
     named, overrides = params_choice(args)
-    with visible_server() as ui_url:
+    with visible_server(args.port) as ui_url:
+        from prefect import serve  # only now: Prefect reads $PREFECT_API_URL when first imported
+
+        from flows.retrain import deployment
+
         deployed = deployment(args.root, named, overrides)
         print(f"serving deployment 'retrain/retrain-scheduled' on cron {deployed.schedules[0].schedule.cron!r}; "
               f"runs and their logs: {ui_url}; Ctrl-C stops", flush=True)
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_serve, "serve the retrain flow on the params' schedule, against a Prefect "
                     "server you can open ($PREFECT_API_URL, or a local one started here)")
     serve.add_argument("--root", default=".")
+    serve.add_argument("--port", type=int, default=4200, help="port of the local Prefect server to use or "
+                       "start when $PREFECT_API_URL is unset (default: %(default)s)")
 
     promote = command("promote", cmd_promote, "move the champion alias to VERSION")
     promote.add_argument("version")

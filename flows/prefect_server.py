@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,8 @@ def visible_server(port: int = LOCAL_PORT):
     if answers(url):
         yield url
         return
+    # a plain `kill` (SIGTERM) must stop the server too, not only Ctrl-C: exit through the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     log = Path(os.environ["PREFECT_HOME"]) / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")

@@ -89,7 +89,7 @@ def stage_summary(stage: str, root: Path) -> str:
     return "; ".join(metric_lines(json.loads((root / stages.METRICS_FILE).read_text()))[:1])
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="record run")
 def record_run(params: Params, root: Path) -> None:
     """The parent run as a reviewer's record: dataset input, dataset files, params used,
     metrics with intervals, per-pair evidence, cycles and every plot."""
@@ -100,7 +100,7 @@ def record_run(params: Params, root: Path) -> None:
         mlflow.log_artifact(str(plot), artifact_path="plots")
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="score champion")
 def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, str, str]:
     """The current champion scored on the candidate's held-out pairs: ``(evidence, name,
     why_not)``. When it cannot be scored there (another tokenizer, a missing model), the
@@ -120,12 +120,14 @@ def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, 
     return evidence, name, ""
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="record gate evidence")
 def record_evidence(decision: GateDecision, params: Params, champion: pd.DataFrame | None) -> None:
     """The gate's figures, the champion's per-pair evidence on the same pairs and the
     per-group plot, in the active MLflow run."""
     log_finite_metrics(decision.figures)
-    mlflow.set_tags({**decision.as_tags(), "gate.primary": params.gate.primary, "gate.groups.by": params.gate.groups.by})
+    mlflow.set_tags({**decision.as_tags(), "gate.primary": params.gate.primary, "gate.groups.by": params.gate.groups.by,
+                     # the run's description in the MLflow UI: the decision, first thing on the page
+                     "mlflow.note.content": decision_markdown(decision, params.gate.primary, params.gate.groups.by)})
     with tempfile.TemporaryDirectory() as scratch:
         if champion is not None:
             champion.to_parquet(Path(scratch) / "champion_evidence.parquet", index=False)
@@ -135,7 +137,7 @@ def record_evidence(decision: GateDecision, params: Params, champion: pd.DataFra
         mlflow.log_artifact(str(plot), artifact_path="plots")
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="register")
 def register(params: Params, root: Path, metrics: dict, gate: GateDecision, identity: dict[str, str]) -> str:
     data_card = (root / stages.DATASET_DIR / stages.DATA_CARD).read_text()
     model_uri = registry.log_policy_model(root / stages.POLICY_DIR)
@@ -147,7 +149,7 @@ def register(params: Params, root: Path, metrics: dict, gate: GateDecision, iden
         **{f"metric.{k}": f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()},
         **gate.as_tags(),
     }
-    description = decision_markdown(gate, params.gate.primary, params.gate.groups.by) + "\n" + data_card
+    description = decision_markdown(gate, params.gate.primary, params.gate.groups.by) + "\n\n" + data_card
     return registry.register_candidate(model_uri, params.registry.model_name, tags, description=description)
 
 
@@ -244,7 +246,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict |
             skipped = (f"nothing registered: the candidate equals {name} v{twin[0].version} ('{twin[1]}'): same "
                        f"data version {identity['data_version']}, params and code commit {identity['code_commit'][:12]}")
             logger.info(skipped)
-            mlflow.set_tag("registered", "false")
+            mlflow.set_tags({"registered": "false", "mlflow.note.content": skipped})
         else:
             champion, champion_name, why_not = champion_evidence(params, root)
             candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)

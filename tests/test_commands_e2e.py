@@ -166,3 +166,38 @@ def test_a_params_mistake_exits_2_naming_the_key(project):
     done = alignpipe(project, "run", "-S", "cycles.relearn.stpes=3")
     assert done.returncode == 2 and "cycles.relearn.stpes" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_serve_runs_against_a_server_a_person_can_open_and_stops_it(project):
+    """No temporary, invisible server: `serve` starts one on the port (the UI lives there),
+    registers the deployment on it, and a plain `kill` stops both."""
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    serve = subprocess.Popen([str(BIN / "alignpipe"), "serve", "--port", str(port)], cwd=project, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("serving deployment" in line for line in lines):
+            lines.append(serve.stdout.readline())
+            assert serve.poll() is None, "".join(lines)
+        assert f"runs and their logs: http://127.0.0.1:{port}" in lines[-1]
+        deadline = time.monotonic() + 60
+        listed = ""
+        while "retrain-scheduled" not in listed and time.monotonic() < deadline:
+            time.sleep(1)
+            listed = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], capture_output=True, text=True,
+                                    env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}).stdout
+        assert "retrain-scheduled" in listed
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)

@@ -41,6 +41,7 @@ def group_markdown(table: pd.DataFrame) -> str:
 def decision_markdown(decision: GateDecision, primary: str, by: str) -> str:
     """The decision first, then why: every check line, then the per-group table."""
     verdict = "PASSED: promote" if decision.passed else "FAILED: do not promote"
-    checks = "\n".join(f"- {line}" for line in decision.checks)
+    # brackets escaped: "[0.0000, 0.0000]: ..." would otherwise read as a markdown link definition
+    checks = "\n".join(f"- {line}".replace("[", "\\[") for line in decision.checks)
     return (f"**Gate {verdict}** (against {decision.against}; group rule `{decision.rule}`)\n\n{checks}\n\n"
             f"Per group (`{by}`), {primary}:\n\n{group_markdown(decision.groups)}\n")

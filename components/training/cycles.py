@@ -138,7 +138,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
                              float(means["pos_logp_delta"]), float(means["pref_accuracy"]), float(means["separation"]),
                              gain.estimate, gain.low, gain.high, positives.low, len(dev),
                              round(time.perf_counter() - started, 2))
-        log_live({f"cycle.{key}": value for key, value in record.as_dict().items()}, step=cycle)
+        log_live({f"cycle.{key}": value for key, value in record.as_dict().items() if key != "cycle"}, step=cycle)
         log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation gain {gain.describe()}; "
             f"dev pos_logp_delta {positives.describe()})")
         records.append(record)
