@@ -19,6 +19,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from components import stages
@@ -224,7 +225,8 @@ def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict |
     name = params.registry.model_name
     with mlflow.start_run(run_name="retrain") as run:
         mlflow.log_params(params.flat())
-        mlflow.set_tags({"params_file": str(params_path), "overrides": json.dumps(overrides)})
+        mlflow.set_tags({"params_file": str(params_path), "overrides": json.dumps(overrides),
+                         "prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)})
         stages_ran = {}
         for stage in STAGE_ORDER:
             outcome = run_stage(stage, root, params, str(params_path), overrides, run.info.run_id, STAGE_FILES[stage])

@@ -81,7 +81,8 @@ def wait_until_up(name: str, server: tuple, base_url: str, health_path: str, tim
 
 
 def mlflow_targets(tracking_uri: str, experiment: str, model_name: str) -> dict:
-    """The newest parent ``retrain`` run, its loss curve (or None) and the newest model version."""
+    """The newest model version, the parent ``retrain`` run that registered it (else the newest
+    one), that run's loss curve (or None) and its Prefect flow run id (or None)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -93,9 +94,12 @@ def mlflow_targets(tracking_uri: str, experiment: str, model_name: str) -> dict:
             if "mlflow.parentRunId" not in run.data.tags]
     if not runs:
         sys.exit(f"no parent run named 'retrain' in experiment {experiment!r}")
-    run_id = runs[0].info.run_id
+    versions = client.search_model_versions(f"name = '{model_name}'", max_results=1,
+                                            order_by=["version_number DESC"])
+    run = next((r for r in runs if versions and r.info.run_id == versions[0].run_id), runs[0])
+    run_id = run.info.run_id
 
-    points = {key: len(client.get_metric_history(run_id, key)) for key in runs[0].data.metrics}
+    points = {key: len(client.get_metric_history(run_id, key)) for key in run.data.metrics}
     curves = {key: n for key, n in points.items() if n > 1}
     losses = [key for key in curves if "loss" in key.lower()]
     metric = max(losses or curves, key=curves.get, default=None)
@@ -104,19 +108,20 @@ def mlflow_targets(tracking_uri: str, experiment: str, model_name: str) -> dict:
           + f"; chosen: {metric}; single-valued: "
           + (", ".join(sorted(points.keys() - curves.keys())) or "none"))
 
-    versions = client.search_model_versions(f"name = '{model_name}'", max_results=1,
-                                            order_by=["version_number DESC"])
     return {"experiment_id": exp.experiment_id, "run_id": run_id, "metric": metric,
-            "version": versions[0].version if versions else None}
+            "version": versions[0].version if versions else None,
+            "flow_run_id": run.data.tags.get("prefect.flow_run_id")}
 
 
-def prefect_flow_run(flow_name: str):
-    """The newest flow run of ``flow_name`` (on $PREFECT_API_URL), or None."""
+def prefect_flow_run(flow_name: str, flow_run_id: str | None):
+    """The flow run the MLflow run names, else the newest of ``flow_name`` (on $PREFECT_API_URL), or None."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
+        if flow_run_id:
+            return client.read_flow_run(flow_run_id)
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
                                      sort=FlowRunSort.START_TIME_DESC, limit=1)
     return runs[0] if runs else None
@@ -136,7 +141,7 @@ def take_screenshots(args: argparse.Namespace, mlflow_url: str, prefect_url: str
 
     found = mlflow_targets(mlflow_url, args.experiment, args.model_name)
     exp, run, metric, version = found["experiment_id"], found["run_id"], found["metric"], found["version"]
-    flow_run = prefect_flow_run(args.flow)
+    flow_run = prefect_flow_run(args.flow, found["flow_run_id"])
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
