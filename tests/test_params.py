@@ -226,3 +226,19 @@ def test_cli_with_bad_params_file_exits_2(tmp_path, capsys):
     assert main(["--params", str(typo), "promote", "1"]) == 2
     err = capsys.readouterr().err
     assert "registry" in err and "model_nme" in err
+
+
+def test_dvc_exp_run_set_param_changes_only_the_line_it_sets(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml through DVC's YAML round trip; the comments and
+    layout that document every setting must survive it."""
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` calls
+
+    copy = tmp_path / "params.yaml"
+    original = REPO_PARAMS.read_text()
+    copy.write_text(original)
+    apply_overrides(str(copy), ["evaluate.kl_prompts=8", "cycles.relearn.beta=0.2"])
+    changed = [(before, after) for before, after in zip(original.splitlines(), copy.read_text().splitlines())
+               if before != after]
+    assert [after.split("#")[0].strip() for _, after in changed] == ["beta: 0.2", "kl_prompts: 8"]
+    assert len(copy.read_text().splitlines()) == len(original.splitlines())
+    assert load_params(copy).evaluate.kl_prompts == 8
