@@ -102,6 +102,9 @@ def cmd_run(args) -> None:
     named, overrides = params_choice(args)
     state = retrain(root=args.root, params_file=named, overrides=overrides, return_state=True)
     if state.is_failed():
+        crash = state.result(raise_on_failure=False)
+        if isinstance(crash, BaseException):
+            raise crash  # a bug: Prefect has logged its traceback; exit 1
         raise RunStopped(state.message)
     result = state.result()
     name = result.model_name

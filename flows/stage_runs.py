@@ -85,8 +85,10 @@ def run_stage(stage: str, root: Path, params: Params, params_file: str, override
         try:
             with child_environment(**variables):
                 ran = reproduce(stage, root, upstream=stage == "ingest")
-        except DvcException as err:
-            error = error_file.read_text().strip() if error_file.exists() else str(err)
+        except DvcException:
+            if not error_file.exists():
+                raise  # not a user error: a bug keeps its traceback (and the runs end FAILED)
+            error = error_file.read_text().strip()
             mlflow.set_tag("error", error[:5000])
             mlflow.end_run(status="FAILED")
             logger.error("stage %s failed:\n%s", stage, error)
