@@ -1,0 +1,187 @@
+"""``policies.yaml``: three nested tiers of rules (Kirk et al., "Personalisation within bounds").
+
+Tier 1 (``global``) holds limits no one below may loosen; each deployer (tier 2) may tighten a
+tier-1 rule (the same id with more patterns, more examples or a lower threshold) or add its own;
+each user (tier 3) sits under one deployer and brings preferences, not rules. Every rule names a
+scorer and carries probes: held-out (prompt, violating response) pairs the tier gates score.
+
+Everything is checked at load, and a mistake names the file, the line and the rule id: a tier-2
+rule that disables or loosens a tier-1 rule, a user under an unknown deployer, a rule without
+probes, an unknown key, a regex that does not compile.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from components.errors import UserError
+
+GLOBAL = "global"
+
+
+class PolicyError(UserError, ValueError):
+    """``policies.yaml`` breaks a rule of the tiers; the message names file, line and rule."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Probe(_Strict):
+    prompt: str
+    violation: str
+    acceptable: tuple[str, ...] = ()
+
+
+class RegexScorer(_Strict):
+    kind: Literal["regex"]
+    patterns: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {pattern!r} does not compile: {err}") from None
+        return patterns
+
+
+class EmbeddingScorer(_Strict):
+    kind: Literal["embedding"]
+    examples: tuple[str, ...] = Field(min_length=1)
+    threshold: float = Field(gt=0, le=1)   # cosine similarity to the nearest example that flags
+
+
+class Rule(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str
+    scorer: Annotated[RegexScorer | EmbeddingScorer, Field(discriminator="kind")]
+    probes: tuple[Probe, ...] = Field(min_length=1)
+    enabled: bool = True
+
+
+class Tier(_Strict):
+    rules: tuple[Rule, ...] = ()
+
+
+class User(_Strict):
+    deployer: str
+
+
+class Policies(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    global_: Tier = Field(alias=GLOBAL)
+    deployers: dict[str, Tier] = {}
+    users: dict[str, User] = {}
+
+    def rules_for(self, owner: str = GLOBAL) -> tuple[Rule, ...]:
+        """The rules that bind ``owner`` (``global``, a deployer or a user): tier 1 with the
+        deployer's tightenings in place (their probes added to tier 1's, which keep applying),
+        then the deployer's own rules."""
+        deployer = self.users[owner].deployer if owner in self.users else owner
+        own = {rule.id: rule for rule in self.deployers[deployer].rules} if deployer in self.deployers else {}
+        rules = []
+        for rule in self.global_.rules:
+            tighter = own.pop(rule.id, None)
+            rules.append(rule if tighter is None else tighter.model_copy(update={"probes": rule.probes + tighter.probes}))
+        return tuple(rules) + tuple(own.values())
+
+
+def _tightening_error(base: Rule, rule: Rule) -> str:
+    """Why ``rule`` (tier 2, same id as tier-1 ``base``) loosens it; empty if it only tightens."""
+    if not rule.enabled:
+        return "disables a tier-1 rule; a deployer may only tighten it"
+    if rule.scorer.kind != base.scorer.kind:
+        return f"replaces the tier-1 {base.scorer.kind} scorer with a {rule.scorer.kind} one; keep the kind and tighten it"
+    if isinstance(base.scorer, RegexScorer):
+        dropped = sorted(set(base.scorer.patterns) - set(rule.scorer.patterns))
+        return f"drops tier-1 patterns {dropped}; keep them and add more" if dropped else ""
+    missing = sorted(set(base.scorer.examples) - set(rule.scorer.examples))
+    if missing:
+        return f"drops tier-1 examples {missing}; keep them and add more"
+    if rule.scorer.threshold > base.scorer.threshold:
+        return f"raises the threshold {base.scorer.threshold} -> {rule.scorer.threshold}, which flags less; lower it or keep it"
+    return ""
+
+
+class _Locator:
+    """Lines of a YAML document by path (``("deployers", "acme", "rules", 0)``), for errors."""
+
+    def __init__(self, text: str):
+        self.root = yaml.compose(text)
+
+    def line(self, path: tuple) -> int:
+        node, line = self.root, 1
+        for step in path:
+            if node is None:
+                break
+            line = node.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                node = next((value for key, value in node.value if key.value == str(step)), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+            else:
+                node = None
+        return node.start_mark.line + 1 if node is not None else line
+
+
+def _rule_id(raw: dict, path: tuple) -> str:
+    """The id of the rule that ``path`` points into, if any."""
+    node = raw
+    for previous, step in zip((None, *path), path):
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return ""
+        if previous == "rules" and isinstance(node, dict):
+            return str(node.get("id", "?"))
+    return ""
+
+
+def _where(path: Path, locator: _Locator, raw: dict, loc: tuple) -> str:
+    rule = _rule_id(raw, loc)
+    return f"{path}:{locator.line(loc)}" + (f": rule {rule}" if rule else "")
+
+
+def load_policies(path: str | Path = "policies.yaml") -> Policies:
+    """Read and check ``path``; raises PolicyError naming file, line and rule id."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyError(f"{path}: not found (policies.yaml holds the tiers; see README)")
+    text = path.read_text()
+    raw = yaml.safe_load(text) or {}
+    locator = _Locator(text)
+    try:
+        policies = Policies.model_validate(raw)
+    except ValidationError as err:
+        problems = [f"{_where(path, locator, raw, tuple(e['loc']))}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in err.errors()]
+        raise PolicyError("\n".join(problems)) from None
+    problems = []
+    tier_one = {rule.id: rule for rule in policies.global_.rules}
+    for index, rule in enumerate(policies.global_.rules):
+        if not rule.enabled:
+            problems.append(f"{path}:{locator.line((GLOBAL, 'rules', index))}: rule {rule.id}: a tier-1 rule "
+                            "cannot be disabled; remove it if it no longer applies")
+    for name, tier in policies.deployers.items():
+        for index, rule in enumerate(tier.rules):
+            why = _tightening_error(tier_one[rule.id], rule) if rule.id in tier_one else (
+                "" if rule.enabled else "a deployer's own rule cannot be disabled; remove it")
+            if why:
+                problems.append(f"{path}:{locator.line(('deployers', name, 'rules', index))}: rule {rule.id} "
+                                f"(deployer {name}): {why}")
+    for name, user in policies.users.items():
+        if user.deployer not in policies.deployers:
+            problems.append(f"{path}:{locator.line(('users', name, 'deployer'))}: user {name}: unknown deployer "
+                            f"{user.deployer!r}; known: {sorted(policies.deployers)}")
+    if problems:
+        raise PolicyError("\n".join(problems))
+    return policies
