@@ -37,11 +37,13 @@ from flows.stage_runs import run_stage
 
 STAGE_ORDER = ("ingest", "reference", "cycles", "evaluate")
 DATASET_FILES = [stages.DATASET_DIR / name for name in ("manifest.json", stages.VALIDATION_REPORT, stages.DATA_CARD)]
-STAGE_FILES = {
-    "ingest": (RESOLVED_PARAMS, *DATASET_FILES),
-    "reference": (stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER),
-    "cycles": (stages.CYCLES_FILE,),
-    "evaluate": (stages.METRICS_FILE,),
+REFERENCE_FILES = [stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER]
+# each stage's JSON output, whose numbers become the stage run's metrics (files go to the parent run)
+STAGE_SUMMARIES = {
+    "ingest": DATASET_FILES[0],
+    "reference": REFERENCE_FILES[0],
+    "cycles": stages.CYCLES_FILE,
+    "evaluate": stages.METRICS_FILE,
 }
 STOPPED = "nothing registered, no alias moved"
 
@@ -95,8 +97,8 @@ def record_run(params: Params, root: Path) -> None:
     """The parent run as a reviewer's record: dataset input, dataset files, params used,
     metrics with intervals, per-pair evidence, cycles and every plot."""
     log_dataset_input(root / stages.DATASET_DIR, params.data.source)
-    log_outputs(root, {"dataset": DATASET_FILES, "": [RESOLVED_PARAMS, stages.METRICS_FILE, stages.CYCLES_FILE],
-                       "evidence": [stages.EVIDENCE_FILE]})
+    log_outputs(root, {"dataset": DATASET_FILES, "reference": REFERENCE_FILES, "evidence": [stages.EVIDENCE_FILE],
+                       "": [RESOLVED_PARAMS, stages.METRICS_FILE, stages.CYCLES_FILE]})
     for plot in plot_files(root / stages.PLOTS_DIR):
         mlflow.log_artifact(str(plot), artifact_path="plots")
 
@@ -229,7 +231,8 @@ def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict |
                          "prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)})
         stages_ran = {}
         for stage in STAGE_ORDER:
-            outcome = run_stage(stage, root, params, str(params_path), overrides, run.info.run_id, STAGE_FILES[stage])
+            outcome = run_stage(stage, root, params, str(params_path), overrides, run.info.run_id,
+                                STAGE_SUMMARIES[stage], upstream=stage == STAGE_ORDER[0])
             if outcome.error:
                 mlflow.set_tag("error", f"stage {stage}: {outcome.error}"[:5000])
                 mlflow.end_run(status="FAILED")

@@ -68,9 +68,10 @@ def reproduce(stage: str, root: Path, upstream: bool) -> bool:
 
 @task(cache_policy=NO_CACHE, task_run_name="{stage}")
 def run_stage(stage: str, root: Path, params: Params, params_file: str, overrides: dict, parent_run_id: str,
-              outputs: tuple[Path, ...] = ()) -> StageOutcome:
-    """Run ``stage`` through DVC inside its own nested MLflow run; log its params, output files
-    and their metrics there. The first stage also brings the ``params`` stage up to date."""
+              summary: Path, upstream: bool = False) -> StageOutcome:
+    """Run ``stage`` through DVC inside its own nested MLflow run; log its params and the numbers
+    of its JSON ``summary`` there. ``upstream`` (the first stage) also brings stale stages
+    before it up to date, the ``params`` stage among them."""
     from dvc.exceptions import DvcException
 
     logger = get_run_logger()
@@ -84,7 +85,7 @@ def run_stage(stage: str, root: Path, params: Params, params_file: str, override
         logger.info("stage %s: starting (DVC runs it if stale)", stage)
         try:
             with child_environment(**variables):
-                ran = reproduce(stage, root, upstream=stage == "ingest")
+                ran = reproduce(stage, root, upstream)
         except DvcException:
             if not error_file.exists():
                 raise  # not a user error: a bug keeps its traceback (and the runs end FAILED)
@@ -94,9 +95,6 @@ def run_stage(stage: str, root: Path, params: Params, params_file: str, override
             logger.error("stage %s failed:\n%s", stage, error)
             return StageOutcome(stage, True, time.perf_counter() - started, error)
         mlflow.set_tag("dvc.ran", str(ran).lower())
-        for path in (root / relative for relative in outputs):
-            if path.is_file():
-                mlflow.log_artifact(str(path))
-                if path.suffix == ".json":
-                    log_finite_metrics(json.loads(path.read_text()))
+        if (root / summary).is_file():
+            log_finite_metrics(json.loads((root / summary).read_text()))
     return StageOutcome(stage, ran, time.perf_counter() - started)

@@ -30,15 +30,15 @@ def merge(base: dict, override: dict) -> dict:
         {k: v for k, v in base.items() if k not in override}
 
 
-def set_params(project: Path, dotted: dict, file: str = "params.yaml") -> None:
-    params = yaml.safe_load((project / file).read_text())
+def set_params(project: Path, dotted: dict) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
     for key, value in dotted.items():
         node = params
         *parents, leaf = key.split(".")
         for part in parents:
             node = node[part]
         node[leaf] = value
-    (project / file).write_text(yaml.safe_dump(params))
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def make_project(root: Path, params: dict) -> Path:
