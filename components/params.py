@@ -31,6 +31,11 @@ class DataParams:
     policy_tier: str = "global"
     aggregation: str = "majority"
     withdrawals: str = "data/withdrawals.txt"
+    owner_source: str = "data/personal/owner-feedback.jsonl"
+
+    def sources(self) -> list[str]:
+        """What ingest reads: the main source, and the owners' feedback when one is named."""
+        return [self.source, *([self.owner_source] if self.owner_source else [])]
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,25 @@ class GateParams:
 
 
 @dataclass(frozen=True)
+class LoraParams:
+    r: int = 8
+    alpha: int = 16
+    target_modules: str = "all-linear"
+
+
+@dataclass(frozen=True)
+class TiersParams:
+    policies: str = "policies.yaml"
+    base: list[str] = field(default_factory=lambda: ["champion", "challenger"])
+    max_rise: float = 0.0
+    max_helpful_drop: float = 0.5
+    min_negatives: int = 5
+    concurrency: int = 1
+    lora: LoraParams = field(default_factory=LoraParams)
+    relearn: RelearnParams = field(default_factory=lambda: RelearnParams(steps=40, learning_rate=1e-3, max_prompts=0))
+
+
+@dataclass(frozen=True)
 class RegistryParams:
     experiment: str = "alignpipe"
     model_name: str = "alignpipe-policy"
@@ -176,6 +200,7 @@ class Params:
     cycles: CyclesParams = field(default_factory=CyclesParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: GateParams = field(default_factory=GateParams)
+    tiers: TiersParams = field(default_factory=TiersParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
 
@@ -230,6 +255,10 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     expected = hint if isinstance(hint, type) else None
     if isinstance(hint, types.UnionType):
         expected = tuple(typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or not all(isinstance(v, typing.get_args(hint)[0]) for v in value):
+            raise ParamsError(f"{path}: expected a list of {typing.get_args(hint)[0].__name__}, got {value!r}")
+        return value
     if expected is not None and (not isinstance(value, expected) or (hint is not bool and isinstance(value, bool))):
         raise ParamsError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
     return value

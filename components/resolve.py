@@ -4,8 +4,8 @@ The ``params`` stage of ``dvc.yaml`` writes both on every ``dvc repro``; the oth
 and declare only these, so DVC reruns a stage exactly when something it uses changed, whether
 the params came from ``params.yaml``, another file (``alignpipe --params``) or ``-S`` overrides.
 
-The data source, the withdrawals list and a local ``reference.model`` folder live wherever the
-params say; ``artifacts/inputs/`` holds a symlink to each, and the stages name those links as
+The data sources, the withdrawals list, ``policies.yaml`` and a local ``reference.model`` folder
+live wherever the params say; ``artifacts/inputs/`` holds a symlink to each, and the stages name those links as
 dependencies. DVC follows the links and hashes what they point at, so ``dvc status`` sees a
 model folder whose weights were rewritten in place. Kept free of heavy imports: it runs
 before every pipeline.
@@ -31,11 +31,17 @@ def _replace(path: Path) -> Path:
 
 
 def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]:
-    """Point ``inputs_dir/{data_source,withdrawals,reference_model}`` at what the params name.
-    A reference that is not a local folder (``tiny``, a hub id) becomes a file holding its name,
-    so changing the name still changes the dependency."""
+    """Point ``inputs_dir/{data_source,owner_source,withdrawals,policies,reference_model}`` at
+    what the params name. A reference that is not a local folder (``tiny``, a hub id) becomes a
+    file holding its name, and no owner source a file saying so, so that changing either still
+    changes the dependency."""
     inputs_dir.mkdir(parents=True, exist_ok=True)
-    named = {"data_source": ("data.source", params.data.source), "withdrawals": ("data.withdrawals", params.data.withdrawals)}
+    named = {"data_source": ("data.source", params.data.source), "withdrawals": ("data.withdrawals", params.data.withdrawals),
+             "policies": ("tiers.policies", params.tiers.policies)}
+    if params.data.owner_source:
+        named["owner_source"] = ("data.owner_source", params.data.owner_source)
+    else:
+        _replace(inputs_dir / "owner_source").write_text("none\n")
     links = {}
     for name, (key, location) in named.items():
         if not Path(location).exists():

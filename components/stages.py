@@ -19,7 +19,7 @@ from components.data.aggregation import aggregate
 from components.data.consent import read_withdrawals, withdraw
 from components.data.dataset import assign_splits, build_manifest, read_items, write_dataset
 from components.data.quarantine import summarise
-from components.data.readers import read_source
+from components.data.readers import read_sources
 from components.data.records import pairs, to_frame
 from components.errors import UserError
 from components.evaluation.evidence import flat_metrics, metric_intervals
@@ -31,6 +31,8 @@ from components.modeling.sequences import encode
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.params import Params
 from components.policy.data_card import render_data_card
+from components.policy.policies import load_policies
+from components.policy.tiers import assign_tiers, reclassify
 from components.training.cycles import run_cycles
 from components.training.sft import supervised_finetune
 from components.training.step_log import StepLog
@@ -74,7 +76,7 @@ class LoadedSource:
         return self.report["withdrawals"]
 
     def manifest_extra(self) -> dict:
-        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals")
+        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified")
         return {"quarantined_rows": self.quarantined_rows, **{k: self.report[k] for k in keys}}
 
     def summary(self) -> str:
@@ -86,19 +88,24 @@ class LoadedSource:
             f"aggregation {a['rule']}: {a['kept']} of {a['items']} items kept, left out {a['left_out']}",
             f"Krippendorff's alpha: {alpha_text(self.report['agreement'])}",
             f"withdrawn: {self.withdrawn['judgements']} judgements",
+            f"reclassified as negatives by policy rules: {self.report['reclassified'] or 'none'}",
         ])
 
 
-def load_records(source: str | Path, params: Params) -> LoadedSource:
-    """Read, screen and aggregate any source. Row problems go to the quarantine; this raises
-    (naming file, line and rule) only for file- or dataset-level problems or too many bad rows."""
+def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
+    """Read, screen and aggregate sources. Row problems go to the quarantine; this raises
+    (naming file, line and rule) only for file- or dataset-level problems, too many bad rows
+    or an owner that policies.yaml does not know."""
     data, rules = params.data, params.validation
+    policies = load_policies(params.tiers.policies)
     withdrawals = read_withdrawals(data.withdrawals)
-    read = read_source(source, data.policy_tier)
+    read = read_sources(sources if isinstance(sources, list) else [sources], data.policy_tier)
     judgements, withdrawn = withdraw(to_frame(read.records), withdrawals)
+    judgements = assign_tiers(judgements, policies, params.tiers.policies)
     judgements = assign_splits(judgements, data.dev_fraction, data.test_fraction)
     screened = screen(judgements, rules, read.rows, read.problems)
     items, aggregation = aggregate(screened.kept, data.aggregation)
+    items, reclassified = reclassify(items, policies)
     agreement = measure(screened.kept)
     check_min_agreement(agreement, rules.min_agreement)
     report = {
@@ -108,20 +115,32 @@ def load_records(source: str | Path, params: Params) -> LoadedSource:
         "agreement": agreement,
         "aggregation": aggregation,
         "withdrawals": withdrawn.as_dict(),
+        "reclassified": reclassified,
     }
     return LoadedSource(screened.kept, items, [i.as_dict() for i in screened.issues], report)
 
 
 def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DATASET_DIR) -> dict:
     """Read, screen and write a content-hashed dataset version with its quarantine, validation
-    report and data card, all at once: a failure leaves the previous version in place."""
-    source = Path(source or params.data.source)
-    loaded = load_records(source, params)
-    manifest = build_manifest(loaded.judgements, loaded.items, source, loaded.manifest_extra())
+    report and data card, all at once: a failure leaves the previous version in place.
+    Without ``source``, the params' sources: ``data.source`` and ``data.owner_source``."""
+    sources = [Path(source)] if source else [Path(s) for s in params.data.sources()]
+    loaded = load_records(sources, params)
+    manifest = build_manifest(loaded.judgements, loaded.items, sources, loaded.manifest_extra())
     files = {VALIDATION_REPORT: json.dumps(loaded.report, indent=2, sort_keys=True, default=str) + "\n",
              DATA_CARD: render_data_card(loaded.judgements, loaded.items, manifest)}
     write_dataset(out_dir, loaded.judgements, loaded.items, loaded.quarantine, manifest, files)
     return manifest
+
+
+def global_items(items: pd.DataFrame) -> pd.DataFrame:
+    """The rows that train and judge the base model: feedback without an owner. A deployer's
+    or user's rows train only their own adapter (``alignpipe personalize``)."""
+    return items[items["owner"].fillna("") == ""]
+
+
+def owner_items(items: pd.DataFrame, owner: str) -> pd.DataFrame:
+    return items[items["owner"].fillna("") == owner]
 
 
 def reference_location(reference_dir: Path = REFERENCE_DIR) -> str:
@@ -156,6 +175,7 @@ def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Pa
         return summary
     set_seed(params.seed)
     items, _ = read_items(dataset_dir)
+    items = global_items(items)
     train = items[items["split"] == "train"]
     tokenizer = train_bpe_tokenizer((p + " " + r for p, r in zip(train["prompt"], train["response"])), ref.vocab_size)
     seq = params.sequence
@@ -184,6 +204,7 @@ def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path 
     the per-cycle record, and plots of relearn loss per step and dev metrics per cycle."""
     set_seed(params.seed)
     items, manifest = read_items(dataset_dir)
+    items = global_items(items)
     reference, tokenizer = load_reference(params, reference_dir)
     train = items[items["split"] == "train"]
     dev_pairs = pairs(items[items["split"] == "dev"])
@@ -234,7 +255,7 @@ def summarize_evidence(params: Params, evidence: pd.DataFrame, generation: dict,
 def held_out_pairs(params: Params, items: pd.DataFrame) -> pd.DataFrame:
     """The test split's (chosen, rejected) pairs of ``items``, the first ``evaluate.max_pairs``
     when set: the one list both the candidate and the champion are judged on."""
-    held_out = pairs(items[items["split"] == "test"])
+    held_out = pairs(global_items(items)[lambda frame: frame["split"] == "test"])
     return held_out.head(params.evaluate.max_pairs) if params.evaluate.max_pairs else held_out
 
 

@@ -146,6 +146,54 @@ Where to look:
   state:      {state_dir()}"""
 
 
+def cmd_personalize(args) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.personalize import personalize
+
+    named, overrides = params_choice(args)
+    runner = ThreadPoolTaskRunner(max_workers=max(1, _params(args).tiers.concurrency))
+    state = personalize.with_options(task_runner=runner)(root=args.root, params_file=named, overrides=overrides,
+                                                         owner=args.owner, return_state=True)
+    if state.is_failed():
+        crash = state.result(raise_on_failure=False)
+        if isinstance(crash, BaseException):
+            raise crash
+        raise RunStopped(state.message)
+    outcomes = state.result()
+    print("\nalignpipe personalize:")
+    for outcome in outcomes:
+        print(f"  {outcome.line()}")
+    errors = [outcome.owner for outcome in outcomes if outcome.error]
+    if errors:
+        raise RunStopped(f"personalisation failed for {errors} (the log above says why); the other owners are done")
+
+
+def cmd_adapter(args) -> None:
+    from components.policy.policies import load_policies
+    from components.registry import registry
+    from components.registry.adapters import adapter_model_name, adapter_rows
+
+    params = _params(args)
+    if args.action == "list":
+        policies = load_policies(params.tiers.policies)
+        for row in adapter_rows([*policies.deployers, *policies.users]):
+            stale = f"; stale {row['stale']}" if row["stale"] else ""
+            print(f"{row['owner']} ({row['tier'] or 'no version'}): {row['model']} champion {row['champion']}, "
+                  f"challenger {row['challenger']}{stale}")
+        return
+    if not args.owner:
+        raise UserError(f"alignpipe adapter {args.action} needs OWNER")
+    name = adapter_model_name(args.owner)
+    if args.action == "promote":
+        if not args.version:
+            raise UserError("alignpipe adapter promote needs OWNER VERSION")
+        registry.promote(name, args.version, reason=args.reason)
+        print(f"{name}@champion -> v{args.version}")
+    else:
+        print(f"{name}@champion -> v{registry.rollback(name)}")
+
+
 def cmd_status(args) -> None:
     from components.overview import render_status
 
@@ -159,12 +207,14 @@ def cmd_serve(args) -> None:
     with visible_server(args.port) as ui_url:
         from prefect import serve  # only now: Prefect reads $PREFECT_API_URL when first imported
 
-        from flows.retrain import deployment
+        from flows import personalize, retrain
 
-        deployed = deployment(args.root, named, overrides)
-        print(f"serving deployment 'retrain/retrain-scheduled' on cron {deployed.schedules[0].schedule.cron!r}; "
-              f"runs and their logs: {ui_url}; Ctrl-C stops", flush=True)
-        serve(deployed)
+        deployed = retrain.deployment(args.root, named, overrides)
+        after = personalize.deployment(args.root, named, overrides)
+        print(f"serving deployment 'retrain/retrain-scheduled' on cron {deployed.schedules[0].schedule.cron!r}, and "
+              f"'personalize/personalize-after-retrain' after each completed retrain; runs and their logs: "
+              f"{ui_url}; Ctrl-C stops", flush=True)
+        serve(deployed, after)
 
 
 def cmd_promote(args) -> None:
@@ -241,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", default="promoted by hand")
 
     command("rollback", cmd_rollback, "move the champion alias back to the previous champion")
+
+    personal = command("personalize", cmd_personalize, "train and gate a personal adapter for every deployer and "
+                       "user of policies.yaml with new feedback or a moved base")
+    personal.add_argument("--owner", help="only this deployer or user")
+    personal.add_argument("--root", default=".", help="project folder (default: current)")
+
+    adapter = command("adapter", cmd_adapter, "list personal adapters, promote one or roll one back")
+    adapter.add_argument("action", choices=["list", "promote", "rollback"])
+    adapter.add_argument("owner", nargs="?", help="a deployer or user of policies.yaml")
+    adapter.add_argument("version", nargs="?", help="the version to promote")
+    adapter.add_argument("--reason", default="promoted by hand")
     return parser
 
 

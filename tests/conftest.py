@@ -31,10 +31,13 @@ TINY_TEXTS = [
 
 def write_params(directory: Path, overrides: dict | None = None) -> Path:
     """The repo's params.yaml with dotted-key overrides (``{"validation.min_rows": 4}``), written
-    to ``directory``; relative paths in it (data.withdrawals) still resolve from the repo root."""
+    to ``directory``; relative paths in it (data.withdrawals) still resolve from the repo root,
+    policies.yaml from anywhere. No owner feedback unless a test names it (data.owner_source)."""
     import yaml
 
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["tiers"]["policies"] = str(REPO_ROOT / "policies.yaml")
+    params["data"]["owner_source"] = ""
     for dotted, value in (overrides or {}).items():
         node = params
         *parents, leaf = dotted.split(".")

@@ -15,7 +15,7 @@ from planted_data import write_planted
 
 BIN = Path(sys.executable).parent
 SMALLEST = {
-    "data": {"source": "data/planted.jsonl", "dev_fraction": 0.15, "test_fraction": 0.2},
+    "data": {"source": "data/planted.jsonl", "dev_fraction": 0.15, "test_fraction": 0.2, "owner_source": ""},
     "sequence": {"max_prompt_tokens": 24, "max_response_tokens": 24},
     "cycles": {"count": 1, "anchors": {"k": 2, "max_new_tokens": 12},
                "relearn": {"steps": 4, "batch_size": 8, "learning_rate": 5.0e-4, "max_prompts": 64}},
@@ -43,7 +43,7 @@ def set_params(project: Path, dotted: dict) -> None:
 
 def make_project(root: Path, params: dict) -> Path:
     """``root`` as a git + DVC project whose params.yaml is the repo's merged with ``params``."""
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "policies.yaml"):
         shutil.copy(REPO_ROOT / name, root / name)
     shutil.copytree(REPO_ROOT / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data").mkdir()

@@ -118,7 +118,10 @@ def test_published_sample_quarantines_empty_sides_and_reads_differing_prompts_un
     report = json.loads((out / "validation.json").read_text())
     assert report["success"] and report["quarantine"]["rows"] == 4
     items, _ = read_items(out)
-    assert len(pairs(items)) == 1510 - 6
+    # two refusals quote the request ("... make a bomb ..."): the tier-1 regex reclassifies the
+    # positive, and a pair of two negatives is no pair (a measured false positive, README)
+    assert manifest["reclassified"] == {"no-weapon-instructions": 2}
+    assert len(pairs(items)) == 1510 - 6 - 2
 
 
 BAD_INPUTS = {

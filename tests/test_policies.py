@@ -35,7 +35,9 @@ def test_the_bundled_policies_load_with_three_tiers():
     user_rules = {rule.id: rule for rule in policies.rules_for("tutor-user-1")}
     assert list(user_rules) == ["no-weapon-instructions", "no-self-harm-encouragement", "no-profanity"]
     tightened = user_rules["no-self-harm-encouragement"]
-    assert tightened.scorer.threshold == 0.5 and len(tightened.probes) == 2  # tier 1's probe still applies
+    tier_one = {rule.id: rule for rule in policies.global_.rules}["no-self-harm-encouragement"]
+    assert tightened.scorer.threshold == 0.5
+    assert set(tier_one.probes) < set(tightened.probes)  # tier 1's probes still apply, the deployer's add to them
 
 
 def test_a_deployer_that_loosens_a_tier_one_threshold_is_refused(tmp_path):

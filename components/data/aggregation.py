@@ -23,8 +23,8 @@ from components.params import ParamsError
 RULES = ("majority", "unanimous", "any", "soft")
 SEVERAL = "several"
 ITEM_COLUMNS = ["id", "prompt_id", "pair_id", "prompt", "response", "label", "agreement", "n_judgements",
-                "source", "annotator", "policy_tier", "group", "n_turns", "split"]
-SHARED = ["prompt_id", "prompt", "response", "n_turns", "split"]   # the same for every judgement of an item
+                "source", "annotator", "policy_tier", "owner", "group", "n_turns", "split", "reclassified_by"]
+SHARED = ["prompt_id", "prompt", "response", "n_turns", "split", "owner"]   # the same for every judgement of an item
 MERGED = ["source", "annotator", "policy_tier", "group"]          # one value, or "several"
 
 
@@ -64,6 +64,7 @@ def aggregate(judgements: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, dict]:
             "agreement": (negatives if label == NEGATIVE else positives) / len(group),
             "n_judgements": len(group),
             **{c: _one_or_several(group[c]) for c in MERGED},
+            "reclassified_by": "",   # set by components.policy.tiers.reclassify
         })
     items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     items = items.astype({"agreement": "float64", "n_judgements": "int64", "n_turns": "int64"})

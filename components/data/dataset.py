@@ -63,15 +63,17 @@ def _counts(frame: pd.DataFrame) -> dict:
             "splits": {split: int((frame["split"] == split).sum()) for split in SPLITS}}
 
 
-def build_manifest(judgements: pd.DataFrame, items: pd.DataFrame, source: str | Path, extra: dict | None = None) -> dict:
-    """Version and counts: ``n_rows``/``labels``/``splits`` count judgements, ``items`` the training rows."""
+def build_manifest(judgements: pd.DataFrame, items: pd.DataFrame, sources: list[Path], extra: dict | None = None) -> dict:
+    """Version and counts: ``n_rows``/``labels``/``splits`` count judgements, ``items`` the training rows.
+    ``source``/``source_sha256`` name the first source; ``sources`` lists each with its hash."""
     return {
         "version": content_version(judgements, items),
         "n_rows": len(judgements),
         **_counts(judgements),
         "items": {"n": len(items), **_counts(items)},
-        "source": str(source),
-        "source_sha256": source_sha256(Path(source)),
+        "source": str(sources[0]),
+        "source_sha256": source_sha256(Path(sources[0])),
+        "sources": {str(path): source_sha256(Path(path)) for path in sources},
         "columns": COLUMNS,
         "item_columns": ITEM_COLUMNS,
         **(extra or {}),

@@ -27,7 +27,7 @@ from components.errors import UserError
 
 HH_SPLIT = f"\n\n{ASSISTANT}:"
 GENERIC_REQUIRED = ("prompt", "response", "label")
-PROVENANCE_FIELDS = ("annotator", "annotated_at", "policy_tier", "group")
+PROVENANCE_FIELDS = ("annotator", "annotated_at", "policy_tier", "owner", "group")
 UNPAIRED_REASONS = {
     "hh_shared_prompt": "'chosen' and 'rejected' differ before their last assistant turn: read as two unpaired records",
     "hh_empty_side": "one side's response is empty: the other side is kept unpaired",
@@ -79,6 +79,14 @@ def read_source(path: str | Path, policy_tier: str = "global") -> SourceRead:
         what = f"none of its {rows} rows is a dataset row" if rows else "the source holds no rows"
         raise IngestError([Issue(file, 0, "non_empty_source", what)] + problems)
     return SourceRead(records, problems, unpaired, rows)
+
+
+def read_sources(paths: list[str | Path], policy_tier: str = "global") -> SourceRead:
+    """Several sources read as one (the main source and the owners' feedback): their records,
+    problems and rows together; each record keeps its own file and line."""
+    reads = [read_source(path, policy_tier) for path in paths]
+    return SourceRead([r for read in reads for r in read.records], [p for read in reads for p in read.problems],
+                      [u for read in reads for u in read.unpaired], sum(read.rows for read in reads))
 
 
 def _private(row: Any) -> Any:

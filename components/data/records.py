@@ -41,6 +41,7 @@ COLUMNS = [
     "annotator",
     "annotated_at",
     "policy_tier",
+    "owner",
     "group",
     "split",
 ]
@@ -58,6 +59,7 @@ class Record:
     annotator: str = "unknown"
     annotated_at: str = ""
     policy_tier: str = "global"
+    owner: str = ""          # a deployer or user of policies.yaml; empty: global feedback
     group: str = ""
 
     @property
@@ -66,8 +68,10 @@ class Record:
 
     @property
     def item_id(self) -> str:
-        """The judged item: a hash of prompt and response, stable across formats and re-ingestion."""
-        return content_id(self.prompt, self.response)
+        """The judged item: a hash of prompt and response (and owner, when one is named: the same
+        text judged by a user and by the global crowd are two items), stable across formats and
+        re-ingestion."""
+        return content_id(self.prompt, self.response, *([self.owner] if self.owner else []))
 
     @property
     def id(self) -> str:
@@ -105,7 +109,7 @@ def to_frame(records: list[Record]) -> pd.DataFrame:
     return frame
 
 
-PAIR_GROUP_COLUMNS = ("source", "annotator", "policy_tier", "group")
+PAIR_GROUP_COLUMNS = ("source", "annotator", "policy_tier", "owner", "group")
 
 
 def pairs(frame: pd.DataFrame) -> pd.DataFrame:

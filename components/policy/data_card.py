@@ -60,6 +60,7 @@ judgement, not a universal one: read this before you deploy it.
 - Quarantined: {quarantine['rows']} of {quarantine['source_rows']} source rows ({100 * quarantine['fraction']:.2f}%), kept with file, line and rule in `quarantine.jsonl`
 - Read as unpaired records: {unpaired['rows']} source rows ({_inline(unpaired['by_rule'])})
 - Withdrawn (consent): {withdrawals['judgements']} judgements, {withdrawals['annotators']} annotator(s), from {withdrawals['listed']} listed id(s)
+- Reclassified by policy rules (positives that break a rule of their owner's tiers now train as negatives): {_inline(manifest.get('reclassified', {})) if manifest.get('reclassified') else 'none'}
 
 {_table("quarantine rule", quarantine['by_rule'], "problems")}
 
@@ -71,5 +72,26 @@ judgement, not a universal one: read this before you deploy it.
 
 {_table("policy tier", _values(judgements['policy_tier']), "judgements")}
 
+{_table("owner (whose model it trains)", judgements['owner'].fillna('').replace('', 'global (base model)').value_counts(), "judgements")}
+
 {_table("group", _values(judgements['group']), "judgements")}
+"""
+
+
+def render_adapter_card(rows: pd.DataFrame, owner: str, tier: str, deployer: str, data_version: str,
+                        dataset_version: str) -> str:
+    """The data card of a personal adapter: whose feedback it learned from, and nothing else's."""
+    reclassified = rows["reclassified_by"].fillna("").replace("", pd.NA).dropna().value_counts()
+    return f"""# Data card: adapter for {owner} ({tier})
+
+**Whose feedback this adapter learned from.** Only the rows below, all owned by `{owner}`
+{f"(under deployer `{deployer}`, whose adapter it sits on)" if deployer else "(a deployer: it sits on the base model)"}.
+No other deployer's or user's feedback trained it; the base model's global feedback trained the
+base beneath it (see that version's data card).
+
+- Owner data version: {data_version} (dataset {dataset_version})
+- Items: {len(rows)} ({int((rows['label'] == 'negative').sum())} negative, {int((rows['label'] == 'positive').sum())} positive); trained on the train split ({int((rows['split'] == 'train').sum())} items), gated on dev and test ({int(rows['split'].isin(['dev', 'test']).sum())})
+- Reclassified by policy rules: {_inline(reclassified.to_dict()) if not reclassified.empty else 'none'}
+
+{_table("annotator", _values(rows['annotator']), "items")}
 """

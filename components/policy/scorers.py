@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from components.policy.policies import EmbeddingScorer, RegexScorer
+from components.policy.policies import EmbeddingScorer, RegexScorer, Rule
 
 
 @lru_cache(maxsize=1)
@@ -41,14 +41,30 @@ def embed(texts: list[str], batch_size: int = 64) -> torch.Tensor:
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
-def similarity(scorer: EmbeddingScorer, texts: list[str]) -> list[float]:
-    """Each text's cosine similarity to its nearest example."""
-    return (embed(texts) @ embed(list(scorer.examples)).T).max(dim=1).values.tolist()
+def similarity(scorer: EmbeddingScorer, texts: list[str], embedded: torch.Tensor | None = None) -> list[float]:
+    """Each text's cosine similarity to its nearest example (``embedded``: ``embed(texts)``,
+    when the caller already has it)."""
+    if not texts:
+        return []
+    embedded = embed(texts) if embedded is None else embedded
+    return (embedded @ embed(list(scorer.examples)).T).max(dim=1).values.tolist()
 
 
-def violates(scorer: RegexScorer | EmbeddingScorer, texts: list[str]) -> list[bool]:
+def violates(scorer: RegexScorer | EmbeddingScorer, texts: list[str], embedded: torch.Tensor | None = None) -> list[bool]:
     """Whether each text breaks the rule this scorer belongs to."""
     if isinstance(scorer, RegexScorer):
         compiled = [re.compile(pattern, re.IGNORECASE) for pattern in scorer.patterns]
         return [any(p.search(text) for p in compiled) for text in texts]
-    return [value >= scorer.threshold for value in similarity(scorer, texts)]
+    return [value >= scorer.threshold for value in similarity(scorer, texts, embedded)]
+
+
+def violations(rules: tuple[Rule, ...], texts: list[str]) -> list[str]:
+    """For each text, the id of the first rule it breaks, or ``""``. Texts are embedded once,
+    however many embedding rules there are."""
+    embedded = embed(texts) if texts and any(isinstance(r.scorer, EmbeddingScorer) for r in rules) else None
+    broken = [""] * len(texts)
+    for rule in rules:
+        for index, hit in enumerate(violates(rule.scorer, texts, embedded)):
+            if hit and not broken[index]:
+                broken[index] = rule.id
+    return broken

@@ -54,9 +54,9 @@ class RegistryError(UserError, RuntimeError):
     """A registry action that cannot be done; nothing was changed."""
 
 
-def pinned_requirements() -> list[str]:
+def pinned_requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
     """``pkg==version`` for the generator's runtime, read locally (MLflow's inference is slow)."""
-    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in RUNTIME_PACKAGES]
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in packages]
 
 
 def log_policy_model(model_dir: Path, name: str = "policy") -> str:
@@ -68,17 +68,25 @@ def log_policy_model(model_dir: Path, name: str = "policy") -> str:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise RegistryError(f"{model_dir}: not a save_pretrained model folder (no config.json)")
+    return log_generator(name, {"model_dir": str(model_dir)})
+
+
+def log_generator(name: str, artifacts: dict[str, str], model_config: dict | None = None,
+                  packages: tuple[str, ...] = RUNTIME_PACKAGES) -> str:
+    """``text_generator.py`` as a pyfunc in the active run, with ``artifacts`` and
+    ``model_config`` (what it loads), pinned to the local versions of ``packages``."""
     if mlflow.active_run() is None:
-        raise RegistryError("log_policy_model needs an active MLflow run (mlflow.start_run())")
+        raise RegistryError("logging a model needs an active MLflow run (mlflow.start_run())")
     with warnings.catch_warnings():
         # The signature is explicit; an input example would only add a model load + generate.
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(TEXT_GENERATOR_PATH),
-            artifacts={"model_dir": str(model_dir)},
+            artifacts=artifacts,
+            model_config=model_config,
             signature=SIGNATURE,
-            pip_requirements=pinned_requirements(),
+            pip_requirements=pinned_requirements(packages),
         )
     return info.model_uri
 
@@ -133,7 +141,12 @@ def _alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVe
 
 def champion(model_name: str) -> ModelVersion | None:
     """The serving version, or None when the model or its ``champion`` alias does not exist."""
-    return _alias_version(MlflowClient(), model_name, CHAMPION)
+    return version_by_alias(model_name, CHAMPION)
+
+
+def version_by_alias(model_name: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` points at, or None when the model or the alias does not exist."""
+    return _alias_version(MlflowClient(), model_name, alias)
 
 
 def _version_exists(client: MlflowClient, model_name: str, version: str) -> bool:

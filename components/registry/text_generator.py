@@ -6,7 +6,10 @@ self-contained on purpose: it imports only mlflow, pandas, torch and transformer
 ``components`` package, so a registered model loads in any environment with those installed.
 
 The weights travel as the artifact ``model_dir`` (the ``save_pretrained`` folder, safetensors)
-and are loaded without remote code.
+and are loaded without remote code. A personal adapter's version instead names its base model
+version in ``model_config["base_model_uri"]`` (loaded through this same class, never copied)
+and carries LoRA adapters (PEFT, safetensors) as artifacts, merged onto the base in the order
+of ``model_config["adapters"]``: its deployer's first, then its own.
 """
 
 import mlflow
@@ -33,7 +36,18 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
     """Continues each prompt; returns only the newly generated text."""
 
     def load_context(self, context):
-        model_dir = context.artifacts["model_dir"]
+        config = getattr(context, "model_config", None) or {}
+        if config.get("base_model_uri"):
+            base = mlflow.pyfunc.load_model(config["base_model_uri"]).unwrap_python_model()
+            self.tokenizer, self.model = base.tokenizer, base.model
+        else:
+            self._load(context.artifacts["model_dir"])
+        for name in config.get("adapters", []):
+            from peft import PeftModel   # only adapter versions need it
+
+            self.model = PeftModel.from_pretrained(self.model, context.artifacts[name]).merge_and_unload().eval()
+
+    def _load(self, model_dir: str) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -22,18 +22,16 @@ from dataclasses import asdict, dataclass, replace
 import pandas as pd
 import torch
 
-from components.data.records import NEGATIVE, POSITIVE
 from components.evaluation.evidence import align, improvement, interval
 from components.evaluation.intervals import BootstrapSettings, Interval
 from components.evaluation.metrics import pair_evidence, score_pairs
 from components.modeling.models import check_context, decoder_blocks
-from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import Params
 from components.registry.tracking import log_live
 from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import check_forget, forget
-from components.training.companions import fixed_companions, with_anchors
-from components.training.relearn import check_objective, example_weights, relearn, with_weights
+from components.training.negatives import encode_negatives, relearn_examples
+from components.training.relearn import check_objective, relearn
 from components.training.step_log import StepLog
 
 
@@ -67,20 +65,6 @@ def cycle_gate(dev: pd.DataFrame, before: pd.DataFrame, max_pos_drop: float,
     return gain.low > 0 and positives.low >= -max_pos_drop, gain, positives
 
 
-def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False) -> pd.DataFrame:
-    """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
-    whose pair has a positive in ``train`` (DPO needs both sides)."""
-    negatives = train[train["label"] == NEGATIVE].sort_values("id")
-    if paired:
-        positive_pairs = train.loc[train["label"] == POSITIVE, "pair_id"].dropna()
-        negatives = negatives[negatives["pair_id"].isin(set(positive_pairs))]
-    if max_prompts and len(negatives) > max_prompts:
-        negatives = negatives.sample(n=max_prompts, random_state=seed)
-    if negatives.empty:
-        raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
-    return negatives
-
-
 def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFrame, params: Params,
                log: Callable[[str], None] = print,
                step_log: StepLog | None = None) -> tuple[torch.nn.Module, list[CycleRecord]]:
@@ -96,17 +80,11 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     check_context(reference, seq.max_prompt_tokens, seq.max_response_tokens, "sequence.max_response_tokens")
     if objective == "d2o":
         check_context(reference, seq.max_prompt_tokens, cfg.anchors.max_new_tokens, "cycles.anchors.max_new_tokens")
-    negatives = training_negatives(train, cfg.relearn.max_prompts, params.seed, paired=objective == "dpo")
-    weights = example_weights(negatives, cfg.relearn.weighting)
-    prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in negatives["prompt"]]
-    negative_ids = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens))
-                    for p, r in zip(prompts, negatives["response"])]
-    ref_neg, _ = score(reference, negative_ids, tokenizer.pad_token_id)
+    negatives = encode_negatives(reference, tokenizer, train, cfg.relearn, seq, params.seed)
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
     best = pair_evidence(ref_dev, ref_dev, dev_pairs)
     settings = BootstrapSettings.from_gate(params.gate, params.seed)
-    examples = None if objective == "d2o" else with_weights(fixed_companions(
-        objective, negative_ids, ref_neg, negatives, train, reference, tokenizer, seq.max_response_tokens), weights)
+    examples = None if objective == "d2o" else relearn_examples(negatives, objective, reference, tokenizer, train, seq)
     anchors: AnchorSet | None = None
     records = []
     for cycle in range(1, cfg.count + 1):
@@ -115,10 +93,11 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         snapshot = {name: tensor.clone() for name, tensor in policy.state_dict().items()}
         if objective == "d2o" and (anchors is None or cfg.anchors.mode == "online"):
             sampler = reference if cfg.anchors.mode == "offline" else policy
-            log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(prompts)} prompts ({cfg.anchors.mode})")
-            anchors = sample_anchors(sampler, reference, tokenizer, prompts, cfg.anchors, cycle_seed)
-            examples = with_weights(with_anchors(negative_ids, ref_neg, anchors, tokenizer, cfg.anchors.drop_pattern),
-                                    weights)
+            log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(negatives.prompts)} prompts "
+                f"({cfg.anchors.mode})")
+            anchors = sample_anchors(sampler, reference, tokenizer, negatives.prompts, cfg.anchors, cycle_seed)
+            examples = relearn_examples(negatives, objective, reference, tokenizer, train, seq, anchors,
+                                        cfg.anchors.drop_pattern)
         # cycle 1 relearns from the reference itself; forgetting starts with cycle 2
         forgetting = replace(cfg.forget, op="none") if cycle == 1 else cfg.forget
         forget(policy, forgetting, cycle_seed)

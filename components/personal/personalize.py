@@ -1,0 +1,155 @@
+"""How one owner's adapter is made and judged: plan, train, gate, re-gate. No registry writes
+(the ``personalize`` flow decides when to register and promote).
+
+An owner needs work when its feedback changed, the base model moved, or (for a user) its
+deployer's serving adapter changed; otherwise it is up to date. Each version records what it
+was built from (``IDENTITY_TAGS``), which is how the next run tells.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from transformers import set_seed
+
+from components import stages
+from components.data.dataset import content_version
+from components.data.records import COLUMNS, POSITIVE
+from components.modeling.models import load_model, load_tokenizer
+from components.params import Params
+from components.personal.adapters import compose, save_adapter, train_adapter
+from components.personal.tier_gate import TierDecision, decide, paired_change, texts_to_score
+from components.policy.policies import GLOBAL, Policies
+from components.policy.tiers import tier_of
+from components.registry import registry
+from components.registry.adapters import adapter_dirs, adapter_model_name
+from components.registry.registry import RegistryError
+
+IDENTITY_TAGS = ("base_version", "data_version", "parent_adapter")
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base model version adapters sit on."""
+
+    name: str
+    version: str
+    alias: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_base(params: Params) -> Base:
+    """The first of ``tiers.base``'s aliases that exists on ``registry.model_name``."""
+    name = params.registry.model_name
+    for alias in params.tiers.base:
+        version = registry.version_by_alias(name, alias)
+        if version is not None:
+            return Base(name, str(version.version), alias)
+    raise RegistryError(f"{name} has none of the aliases {params.tiers.base} (tiers.base): run `alignpipe run` "
+                        "first, so that there is a base model for adapters to sit on")
+
+
+@dataclass(frozen=True)
+class OwnerPlan:
+    owner: str
+    tier: str
+    deployer: str                 # a user's deployer; empty for a deployer
+    identity: dict[str, str]      # IDENTITY_TAGS
+    parent_uri: str               # the deployer's serving adapter version a user sits on, or ""
+    rows: pd.DataFrame            # the owner's items
+
+    def rule_tiers(self, policies: Policies) -> dict[str, str]:
+        tier_one = {rule.id for rule in policies.global_.rules}
+        return {rule.id: "tier1" if rule.id in tier_one else "tier2" for rule in self.rules(policies)}
+
+    def rules(self, policies: Policies):
+        """The rules of the tiers above: tier 1 for a deployer; with the deployer's tier 2 for a user."""
+        return policies.rules_for(self.deployer or GLOBAL)
+
+
+def plan_owner(owner: str, items: pd.DataFrame, policies: Policies, base: Base) -> OwnerPlan:
+    tier = tier_of(policies, owner)
+    deployer = policies.users[owner].deployer if tier == "user" else ""
+    rows = stages.owner_items(items, owner)
+    parent = registry.champion(adapter_model_name(deployer)) if deployer else None
+    parent_adapter = f"{adapter_model_name(deployer)}/{parent.version}" if parent else "none"
+    identity = {"base_version": base.version, "data_version": content_version_of(rows), "parent_adapter": parent_adapter}
+    return OwnerPlan(owner, tier, deployer, identity, f"models:/{parent_adapter}" if parent else "", rows)
+
+
+def content_version_of(rows: pd.DataFrame) -> str:
+    """A hash of the owner's items: new feedback, a withdrawal or a reclassification changes it."""
+    return content_version(pd.DataFrame(columns=COLUMNS), rows)
+
+
+def work_needed(plan: OwnerPlan) -> str:
+    """Why the owner needs a run ("" when up to date): compared with its newest version."""
+    name = adapter_model_name(plan.owner)
+    latest = registry.version_by_alias(name, registry.CHALLENGER)
+    if plan.rows.empty:
+        return ""
+    if latest is None:
+        return "no adapter yet"
+    changed = [key for key in IDENTITY_TAGS if latest.tags.get(key) != plan.identity[key]]
+    return ", ".join(f"{key} {latest.tags.get(key)} -> {plan.identity[key]}" for key in changed)
+
+
+def load_parent(plan: OwnerPlan, base: Base, params: Params):
+    """The model the owner's adapter sits on: the base, with a user's deployer adapter merged."""
+    base_dir = registry.local_model_dir(base.uri)
+    model = load_model(base_dir, False, params.reference.dtype)
+    tokenizer = load_tokenizer(base_dir)
+    parent_dirs = adapter_dirs(plan.parent_uri)[-1:] if plan.parent_uri else []
+    return compose(model, parent_dirs), tokenizer, parent_dirs
+
+
+def helpful_rows(items: pd.DataFrame) -> pd.DataFrame:
+    """Held-out helpful responses of the base data: the test split's positives."""
+    base_rows = stages.global_items(items)
+    return base_rows[(base_rows["split"] == "test") & (base_rows["label"] == POSITIVE)]
+
+
+def gate(model, tokenizer, plan: OwnerPlan, policies: Policies, items: pd.DataFrame, params: Params,
+         against: str) -> TierDecision:
+    texts = texts_to_score(plan.rules(policies), plan.rule_tiers(policies), plan.rows, helpful_rows(items))
+    return decide(paired_change(model, tokenizer, texts, params), params, against)
+
+
+def train_and_gate(plan: OwnerPlan, base: Base, policies: Policies, items: pd.DataFrame, params: Params,
+                   out_dir: Path) -> tuple[TierDecision, dict, list[Path]]:
+    """Train the owner's adapter on its train split, gate it, save it under ``out_dir``.
+    Returns the decision, training figures and the adapter folders in merge order."""
+    set_seed(params.seed)
+    parent, tokenizer, parent_dirs = load_parent(plan, base, params)
+    train = plan.rows[plan.rows["split"] == "train"]
+    model, figures = train_adapter(parent, tokenizer, train, params, params.seed)
+    decision = gate(model, tokenizer, plan, policies, items, params, against_text(plan, base))
+    save_adapter(model, out_dir)
+    return decision, figures, [*parent_dirs, out_dir]
+
+
+def regate(plan: OwnerPlan, base: Base, policies: Policies, items: pd.DataFrame, params: Params,
+           own_dir: Path) -> TierDecision:
+    """An existing adapter judged on a new base (and its user's current deployer adapter)."""
+    from peft import PeftModel
+
+    parent, tokenizer, _ = load_parent(plan, base, params)
+    model = PeftModel.from_pretrained(parent, str(own_dir))
+    return gate(model, tokenizer, plan, policies, items, params, against_text(plan, base))
+
+
+def against_text(plan: OwnerPlan, base: Base) -> str:
+    parent = f" + {plan.identity['parent_adapter']}" if plan.parent_uri else ""
+    return f"{base.name} v{base.version} ({base.alias}){parent}"
+
+
+def tags_for(plan: OwnerPlan, base: Base, decision: TierDecision, figures: dict, dataset_version: str) -> dict:
+    return {**plan.identity, "tier": plan.tier, "owner": plan.owner, "base_model": base.name,
+            "dataset_version": dataset_version, **decision.as_tags(),
+            **{f"figure.{key}": str(value) for key, value in figures.items()}, "figures": json.dumps(figures)}

@@ -1,0 +1,63 @@
+"""The training negatives of one relearn run, encoded once with the reference's log-probs.
+
+Shared by the forget-and-relearn cycles (the base model) and personal adapters: both pick
+negatives the same way, weight them the same way and pair each with its objective's
+companions (``companions.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from components.data.records import NEGATIVE, POSITIVE
+from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
+from components.params import RelearnParams, SequenceParams
+from components.training.anchors import AnchorSet
+from components.training.companions import fixed_companions, with_anchors
+from components.training.relearn import RelearnExample, example_weights, with_weights
+
+
+def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False) -> pd.DataFrame:
+    """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
+    whose pair has a positive in ``train`` (DPO needs both sides)."""
+    negatives = train[train["label"] == NEGATIVE].sort_values("id")
+    if paired:
+        positive_pairs = train.loc[train["label"] == POSITIVE, "pair_id"].dropna()
+        negatives = negatives[negatives["pair_id"].isin(set(positive_pairs))]
+    if max_prompts and len(negatives) > max_prompts:
+        negatives = negatives.sample(n=max_prompts, random_state=seed)
+    if negatives.empty:
+        raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
+    return negatives
+
+
+@dataclass(frozen=True)
+class EncodedNegatives:
+    rows: pd.DataFrame
+    prompts: list[list[int]]      # prompt token ids, where D2O samples its anchors
+    encoded: list[Encoded]
+    ref_logps: torch.Tensor       # the reference's summed log-probs of each negative
+    weights: list[float]          # loss weights (relearn.weighting)
+
+
+def encode_negatives(reference, tokenizer, train: pd.DataFrame, relearn: RelearnParams, seq: SequenceParams,
+                     seed: int) -> EncodedNegatives:
+    rows = training_negatives(train, relearn.max_prompts, seed, paired=relearn.objective == "dpo")
+    prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in rows["prompt"]]
+    encoded = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens)) for p, r in zip(prompts, rows["response"])]
+    ref_logps, _ = score(reference, encoded, tokenizer.pad_token_id)
+    return EncodedNegatives(rows, prompts, encoded, ref_logps, example_weights(rows, relearn.weighting))
+
+
+def relearn_examples(negatives: EncodedNegatives, objective: str, reference, tokenizer, train: pd.DataFrame,
+                     seq: SequenceParams, anchors: AnchorSet | None = None, drop_pattern: str = "") -> list[RelearnExample]:
+    """Each negative with its companions and weight: D2O's ``anchors``, else the fixed ones."""
+    if objective == "d2o":
+        examples = with_anchors(negatives.encoded, negatives.ref_logps, anchors, tokenizer, drop_pattern)
+    else:
+        examples = fixed_companions(objective, negatives.encoded, negatives.ref_logps, negatives.rows, train,
+                                    reference, tokenizer, seq.max_response_tokens)
+    return with_weights(examples, negatives.weights)

@@ -1,0 +1,163 @@
+"""The ``personalize`` flow: a personal adapter per owner with new data or a moved base.
+
+Deployers go first, then users (a user's adapter sits on its deployer's serving one). Each
+owner is its own task: one owner's error is logged and reported, never stops the others.
+Every adapter is gated against the tiers above it (``components/personal/tier_gate.py``);
+only a passing one becomes ``champion``. When the base moved, a serving adapter is first
+re-gated on the new base; failing that, retrained; failing that too, tagged stale and its
+``champion`` alias removed. Scheduled after ``retrain`` (``alignpipe serve``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import DeploymentEventTrigger
+from prefect.states import Failed
+
+from components import stages
+from components.data.dataset import read_items
+from components.errors import UserError
+from components.params import Params, load_params
+from components.personal import personalize as steps
+from components.policy.data_card import render_adapter_card
+from components.policy.policies import Policies, load_policies
+from components.registry import registry
+from components.registry.adapters import adapter_dirs, adapter_model_name, log_adapter_model, mark_stale
+from components.registry.tracking import ensure_experiment, log_finite_metrics
+
+
+@dataclass(frozen=True)
+class OwnerOutcome:
+    owner: str
+    tier: str
+    decision: str                 # one line: what happened to the owner's adapter
+    failing: str = ""             # failed gate checks, comma-separated
+    error: bool = False
+
+    def line(self) -> str:
+        return f"{self.owner} ({self.tier}): {self.decision}" + (f" [failing: {self.failing}]" if self.failing else "")
+
+
+def _register(plan, base, decision, figures, dirs: list[Path], items, dataset_version: str, note: str) -> str:
+    """Log the composed model and its evidence in an MLflow run; register it as challenger."""
+    name = adapter_model_name(plan.owner)
+    card = render_adapter_card(plan.rows, plan.owner, plan.tier, plan.deployer, plan.identity["data_version"],
+                               dataset_version)
+    with mlflow.start_run(run_name=f"personalize {plan.owner}"):
+        mlflow.set_tags({"owner": plan.owner, "tier": plan.tier, "mlflow.note.content": note + "\n\n" + card})
+        log_finite_metrics(figures)
+        with tempfile.TemporaryDirectory() as scratch:
+            decision.evidence.to_parquet(Path(scratch) / "tier_evidence.parquet", index=False)
+            (Path(scratch) / "data_card.md").write_text(card)
+            mlflow.log_artifacts(scratch, artifact_path="evidence")
+        model_uri = log_adapter_model(dirs, base.uri)
+        tags = steps.tags_for(plan, base, decision, figures, dataset_version)
+        description = "\n".join([note, "", *decision.checks, "", card])
+        return registry.register_candidate(model_uri, name, tags, description)
+
+
+def _train(plan, base, policies, items, params, dataset_version: str, scratch: Path, why: str) -> tuple[str, object]:
+    decision, figures, dirs = steps.train_and_gate(plan, base, policies, items, params, scratch / plan.owner)
+    note = f"{'PASSED' if decision.passed else 'FAILED'} tier gate on {decision.against} ({why})"
+    version = _register(plan, base, decision, figures, dirs, items, dataset_version, note)
+    if decision.passed:
+        registry.promote(adapter_model_name(plan.owner), version, reason="; ".join(decision.checks))
+    return version, decision
+
+
+@task(cache_policy=NO_CACHE, task_run_name="personalize {owner}")
+def personalize_owner(owner: str, params: Params, policies: Policies, base: steps.Base, items, dataset_version: str
+                      ) -> OwnerOutcome:
+    logger = get_run_logger()
+    plan = steps.plan_owner(owner, items, policies, base)
+    try:
+        why = steps.work_needed(plan)
+        if not why:
+            what = "no feedback rows" if plan.rows.empty else "up to date"
+            return OwnerOutcome(owner, plan.tier, what)
+        logger.info("%s (%s): %s", owner, plan.tier, why)
+        name = adapter_model_name(owner)
+        serving = registry.champion(name)
+        with tempfile.TemporaryDirectory() as scratch:
+            if serving is not None and serving.tags.get("base_version") != base.version:
+                own = adapter_dirs(f"models:/{name}/{serving.version}")[-1]
+                decision = steps.regate(plan, base, policies, items, params, own)
+                logger.info("%s: re-gated v%s on %s: %s", owner, serving.version, decision.against,
+                            "; ".join(decision.checks))
+                if decision.passed:
+                    note = f"PASSED tier gate: v{serving.version}'s adapter re-gated on {decision.against}"
+                    dirs = [*steps.load_parent(plan, base, params)[2], own]
+                    version = _register(plan, base, decision, {}, dirs, items, dataset_version, note)
+                    registry.promote(name, version, reason=note)
+                    return OwnerOutcome(owner, plan.tier, f"v{serving.version} re-gated on base v{base.version}: "
+                                                          f"champion v{version}")
+            version, decision = _train(plan, base, policies, items, params, dataset_version, Path(scratch), why)
+        for check in decision.checks:
+            logger.info("%s: %s", owner, check)
+        if decision.passed:
+            return OwnerOutcome(owner, plan.tier, f"v{version} promoted to champion")
+        stale = ""
+        if serving is not None and serving.tags.get("base_version") != base.version:
+            reason = f"failed its tier gate on base v{base.version}, and so did its retrained v{version}"
+            stale = f"; v{mark_stale(owner, reason)} tagged stale, no champion"
+        return OwnerOutcome(owner, plan.tier, f"v{version} registered as challenger, gate FAILED{stale}",
+                            ",".join(decision.failing))
+    except Exception as err:  # one owner's failure never stops the others
+        logger.exception("%s: personalisation failed", owner)
+        return OwnerOutcome(owner, plan.tier, f"error: {err}", error=True)
+
+
+def summary_markdown(outcomes: list[OwnerOutcome], base: steps.Base) -> str:
+    lines = [f"# alignpipe personalize on {base.name} v{base.version} ({base.alias})", "",
+             "| owner | tier | decision | failing checks |", "|---|---|---|---|"]
+    lines += [f"| {o.owner} | {o.tier} | {o.decision.replace('|', '/')} | {o.failing or '-'} |" for o in outcomes]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="personalize", log_prints=True)
+def personalize(root: str = ".", params_file: str = "params.yaml", overrides: dict | None = None,
+                owner: str | None = None):
+    """Adapters for every owner of policies.yaml (or only ``owner``), deployers before users."""
+    logger = get_run_logger()
+    root = Path(root).resolve()
+    try:
+        params = load_params(root / params_file if not Path(params_file).is_absolute() else params_file, overrides)
+        policies = load_policies(root / params.tiers.policies)
+        owners = [*policies.deployers, *policies.users]
+        if owner is not None and owner not in owners:
+            raise UserError(f"unknown owner {owner!r}; policies.yaml names {owners}")
+        items, manifest = read_items(root / stages.DATASET_DIR)
+        ensure_experiment(params.registry.experiment)
+        base = steps.resolve_base(params)
+    except (UserError, FileNotFoundError) as err:
+        logger.error("%s", err)
+        return Failed(message=str(err))
+    logger.info("adapters sit on %s v%s (alias %s)", base.name, base.version, base.alias)
+    outcomes = []
+    for wave in (list(policies.deployers), list(policies.users)):
+        chosen = [o for o in wave if owner in (None, o)]
+        futures = personalize_owner.map(chosen, unmapped(params), unmapped(policies), unmapped(base), unmapped(items),
+                                        unmapped(manifest["version"]))
+        outcomes += [future.result() for future in futures]
+    for outcome in outcomes:
+        logger.info("%s", outcome.line())
+    create_markdown_artifact(key="personalize-summary", markdown=summary_markdown(outcomes, base),
+                             description=f"adapters on {base.name} v{base.version}")
+    return outcomes
+
+
+def deployment(root: str = ".", params_file: str = "params.yaml", overrides: dict | None = None):
+    """``personalize`` for every owner, triggered whenever a ``retrain`` flow run completes."""
+    root_path = Path(root).resolve()
+    parameters = {"root": str(root_path), "params_file": params_file, "overrides": overrides or {}}
+    trigger = DeploymentEventTrigger(expect={"prefect.flow-run.Completed"},
+                                     match_related={"prefect.resource.role": "flow", "prefect.resource.name": "retrain"},
+                                     parameters=parameters)
+    return personalize.to_deployment(name="personalize-after-retrain", triggers=[trigger], parameters=parameters)
