@@ -177,9 +177,10 @@ def cmd_adapter(args) -> None:
     params = _params(args)
     if args.action == "list":
         policies = load_policies(params.tiers.policies)
-        for row in adapter_rows([*policies.deployers, *policies.users]):
+        owners = {**{name: "deployer" for name in policies.deployers}, **{name: "user" for name in policies.users}}
+        for row in adapter_rows(owners):
             stale = f"; stale {row['stale']}" if row["stale"] else ""
-            print(f"{row['owner']} ({row['tier'] or 'no version'}): {row['model']} champion {row['champion']}, "
+            print(f"{row['owner']} ({row['tier']}): {row['model']} champion {row['champion']}, "
                   f"challenger {row['challenger']}{stale}")
         return
     if not args.owner:

@@ -73,10 +73,11 @@ def _train(plan, base, policies, items, params, dataset_version: str, scratch: P
 
 
 @task(cache_policy=NO_CACHE, task_run_name="personalize {owner}")
-def personalize_owner(owner: str, params: Params, policies: Policies, base: steps.Base, items, dataset_version: str
+def personalize_owner(owner: str, params: Params, policies: Policies, base: steps.Base, items, manifest: dict
                       ) -> OwnerOutcome:
     logger = get_run_logger()
-    plan = steps.plan_owner(owner, items, policies, base)
+    dataset_version = manifest["version"]
+    plan = steps.plan_owner(owner, items, manifest["scope_versions"], policies, base, params)
     try:
         why = steps.work_needed(plan)
         if not why:
@@ -144,7 +145,7 @@ def personalize(root: str = ".", params_file: str = "params.yaml", overrides: di
     for wave in (list(policies.deployers), list(policies.users)):
         chosen = [o for o in wave if owner in (None, o)]
         futures = personalize_owner.map(chosen, unmapped(params), unmapped(policies), unmapped(base), unmapped(items),
-                                        unmapped(manifest["version"]))
+                                        unmapped(manifest))
         outcomes += [future.result() for future in futures]
     for outcome in outcomes:
         logger.info("%s", outcome.line())

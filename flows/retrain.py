@@ -169,10 +169,11 @@ def git_commit(root: Path) -> str:
 
 
 def candidate_identity(params: Params, root: Path) -> dict[str, str]:
-    """What makes two candidates the same: data version, params and code commit."""
+    """What makes two candidates the same: the version of the data the base learns from (global
+    rows: owners' feedback trains only their adapters), params and code commit."""
     manifest = read_manifest(root / stages.DATASET_DIR)
     params_json = json.dumps(params.flat(), sort_keys=True, default=str)
-    return {"data_version": manifest["version"], "params_sha256": hashlib.sha256(params_json.encode()).hexdigest(),
+    return {"data_version": manifest["scope_versions"]["global"], "params_sha256": hashlib.sha256(params_json.encode()).hexdigest(),
             "code_commit": git_commit(root)}
 
 

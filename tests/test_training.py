@@ -8,7 +8,7 @@ import torch
 
 from components.data.records import NEGATIVE, POSITIVE, Record, pairs, to_frame
 from components.modeling.models import load_model, load_tokenizer
-from components.modeling.sequences import Encoded, encode, score
+from components.modeling.sequences import encode, score
 from components.params import AnchorParams, ParamsError, RelearnParams, load_params
 from components.training.anchors import sample_anchors
 from components.training.cycles import run_cycles

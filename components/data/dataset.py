@@ -46,6 +46,16 @@ def content_version(judgements: pd.DataFrame, items: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+def scope_versions(judgements: pd.DataFrame, items: pd.DataFrame) -> dict[str, str]:
+    """A content version per scope: ``global`` (the base model's rows) and each owner's. A
+    model is due again only when its own scope changed, not when another owner's feedback did."""
+    def scope(frame: pd.DataFrame) -> pd.Series:
+        return frame["owner"].fillna("").replace("", "global")
+
+    return {name: content_version(judgements[scope(judgements) == name], items[scope(items) == name])
+            for name in sorted(set(scope(items)))}
+
+
 def source_sha256(path: Path) -> str:
     """SHA-256 of a source file's bytes, or of a folder's relative file names and bytes."""
     digest = hashlib.sha256()
@@ -68,6 +78,7 @@ def build_manifest(judgements: pd.DataFrame, items: pd.DataFrame, sources: list[
     ``source``/``source_sha256`` name the first source; ``sources`` lists each with its hash."""
     return {
         "version": content_version(judgements, items),
+        "scope_versions": scope_versions(judgements, items),
         "n_rows": len(judgements),
         **_counts(judgements),
         "items": {"n": len(items), **_counts(items)},

@@ -75,9 +75,9 @@ class Record:
 
     @property
     def id(self) -> str:
-        """The judgement: who said what about which item. Only a true duplicate (same
-        annotator, same text, same label) shares it."""
-        return content_id(self.prompt, self.response, self.annotator, self.label)
+        """The judgement: who said what about which item, for whom. Only a true duplicate (same
+        annotator, same text, same label, same owner) shares it."""
+        return content_id(self.prompt, self.response, self.annotator, self.label, *([self.owner] if self.owner else []))
 
     @property
     def n_turns(self) -> int:

@@ -8,6 +8,7 @@ was built from (``IDENTITY_TAGS``), which is how the next run tells.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,7 @@ import pandas as pd
 from transformers import set_seed
 
 from components import stages
-from components.data.dataset import content_version
-from components.data.records import COLUMNS, POSITIVE
+from components.data.records import POSITIVE
 from components.modeling.models import load_model, load_tokenizer
 from components.params import Params
 from components.personal.adapters import compose, save_adapter, train_adapter
@@ -28,7 +28,7 @@ from components.registry import registry
 from components.registry.adapters import adapter_dirs, adapter_model_name
 from components.registry.registry import RegistryError
 
-IDENTITY_TAGS = ("base_version", "data_version", "parent_adapter")
+IDENTITY_TAGS = ("base_version", "data_version", "parent_adapter", "settings_sha256")
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,26 @@ class OwnerPlan:
         return policies.rules_for(self.deployer or GLOBAL)
 
 
-def plan_owner(owner: str, items: pd.DataFrame, policies: Policies, base: Base) -> OwnerPlan:
+def settings_hash(params: Params) -> str:
+    """What else shapes an adapter: tiers.*, the anchors, sequence lengths, seed, and the gate's
+    bootstrap settings. Changing any of them makes every owner's adapter due again."""
+    used = {"tiers": params.tiers, "anchors": params.cycles.anchors, "sequence": params.sequence, "seed": params.seed,
+            "gate": (params.gate.confidence, params.gate.bootstrap_samples, params.gate.ci_method)}
+    return hashlib.sha256(json.dumps(used, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_owner(owner: str, items: pd.DataFrame, versions: dict[str, str], policies: Policies, base: Base,
+               params: Params) -> OwnerPlan:
+    """What the owner's adapter would be built from; ``versions`` is the dataset manifest's
+    ``scope_versions`` (one content version per owner)."""
     tier = tier_of(policies, owner)
     deployer = policies.users[owner].deployer if tier == "user" else ""
     rows = stages.owner_items(items, owner)
     parent = registry.champion(adapter_model_name(deployer)) if deployer else None
     parent_adapter = f"{adapter_model_name(deployer)}/{parent.version}" if parent else "none"
-    identity = {"base_version": base.version, "data_version": content_version_of(rows), "parent_adapter": parent_adapter}
+    identity = {"base_version": base.version, "data_version": versions.get(owner, "none"), "parent_adapter": parent_adapter,
+                "settings_sha256": settings_hash(params)}
     return OwnerPlan(owner, tier, deployer, identity, f"models:/{parent_adapter}" if parent else "", rows)
-
-
-def content_version_of(rows: pd.DataFrame) -> str:
-    """A hash of the owner's items: new feedback, a withdrawal or a reclassification changes it."""
-    return content_version(pd.DataFrame(columns=COLUMNS), rows)
 
 
 def work_needed(plan: OwnerPlan) -> str:

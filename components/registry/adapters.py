@@ -59,19 +59,18 @@ def mark_stale(owner: str, reason: str) -> str | None:
     return str(current.version)
 
 
-def adapter_rows(owners: list[str]) -> list[dict]:
-    """One row per owner for ``alignpipe adapter list``: tier, champion and challenger with
+def adapter_rows(owners: dict[str, str]) -> list[dict]:
+    """One row per owner (``{owner: tier}``) for ``alignpipe adapter list``: champion and challenger with
     the base version each sits on, its gate verdict, and why it went stale if it did."""
     rows = []
-    for owner in owners:
+    for owner, tier in owners.items():
         name = adapter_model_name(owner)
-        row = {"owner": owner, "model": name}
+        row = {"owner": owner, "tier": tier, "model": name}
         for alias in (registry.CHAMPION, registry.CHALLENGER):
             version = registry.version_by_alias(name, alias)
             tags = version.tags if version else {}
             row[alias] = (f"v{version.version} (base v{tags.get('base_version', '?')}, gate "
                           f"{'passed' if tags.get('gate.passed') == 'true' else 'failed'})" if version else "-")
-            row.setdefault("tier", tags.get("tier", ""))
         stale = [v for v in _versions(name) if STALE_TAG in v.tags]
         row["stale"] = f"v{stale[-1].version}: {stale[-1].tags[STALE_TAG]}" if stale else ""
         rows.append(row)
