@@ -17,6 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from components.errors import UserError
 from components.params import Params, load_params
 from components.registry.registry import CHALLENGER, CHAMPION, HISTORY_TAG
 from components.registry.tracking import safe_uri
@@ -163,6 +164,18 @@ def _lookup(tree: dict, dotted: str) -> object:
     return tree
 
 
+def adapter_overview(params: Params) -> list[str]:
+    """One line per owner of policies.yaml, or why there are none to show."""
+    from components.policy.policies import load_policies
+    from components.registry.adapters import adapter_lines
+
+    try:
+        owners = load_policies(params.tiers.policies).owners()
+    except UserError as err:
+        return [f"cannot read the policies: {err}"]
+    return adapter_lines(owners) or ["no deployers or users in the policies"]
+
+
 def render_status(params: Params, root: Path, tracking_uri: str) -> str:
     """The whole ``alignpipe status`` text: tracking store, registry, pipeline stages.
 
@@ -185,6 +198,9 @@ def render_status(params: Params, root: Path, tracking_uri: str) -> str:
         "",
         "Registry",
         *(f"  {line}" for line in registry_overview(params.registry.model_name).splitlines()),
+        "",
+        "Personal adapters (alignpipe personalize)",
+        *(f"  {line}" for line in adapter_overview(params)),
         "",
         f"Pipeline stages (DVC, {Path(root).resolve()})",
         *stage_lines,

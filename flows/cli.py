@@ -172,16 +172,11 @@ def cmd_personalize(args) -> None:
 def cmd_adapter(args) -> None:
     from components.policy.policies import load_policies
     from components.registry import registry
-    from components.registry.adapters import adapter_model_name, adapter_rows
+    from components.registry.adapters import adapter_lines, adapter_model_name
 
     params = _params(args)
     if args.action == "list":
-        policies = load_policies(params.tiers.policies)
-        owners = {**{name: "deployer" for name in policies.deployers}, **{name: "user" for name in policies.users}}
-        for row in adapter_rows(owners):
-            stale = f"; stale {row['stale']}" if row["stale"] else ""
-            print(f"{row['owner']} ({row['tier']}): {row['model']} champion {row['champion']}, "
-                  f"challenger {row['challenger']}{stale}")
+        print("\n".join(adapter_lines(load_policies(params.tiers.policies).owners())))
         return
     if not args.owner:
         raise UserError(f"alignpipe adapter {args.action} needs OWNER")

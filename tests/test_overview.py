@@ -164,6 +164,9 @@ def test_render_status_has_every_part(dvc_project, logged_policy, model_name):
     assert "\nRegistry\n" in text and _line(text, "challenger:").startswith("challenger: v1 ")
     assert f"Pipeline stages (DVC, {dvc_project.resolve()})" in text
     assert _line(text, "prepare").split() == ["prepare", "not", "run", "yet"]
+    # the bundled policies' owners
+    assert "\nPersonal adapters (alignpipe personalize)\n" in text
+    assert _line(text, "kids-tutor").startswith("kids-tutor (deployer): alignpipe-adapter-kids-tutor champion ")
 
 
 def test_render_status_outside_a_dvc_project(tmp_path, model_name):

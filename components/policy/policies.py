@@ -82,6 +82,10 @@ class Policies(_Strict):
     deployers: dict[str, Tier] = {}
     users: dict[str, User] = {}
 
+    def owners(self) -> dict[str, str]:
+        """Every deployer and user with its tier, deployers first."""
+        return {**{name: "deployer" for name in self.deployers}, **{name: "user" for name in self.users}}
+
     def rules_for(self, owner: str = GLOBAL) -> tuple[Rule, ...]:
         """The rules that bind ``owner`` (``global``, a deployer or a user): tier 1 with the
         deployer's tightenings in place (their probes added to tier 1's, which keep applying),

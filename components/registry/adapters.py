@@ -77,6 +77,16 @@ def adapter_rows(owners: dict[str, str]) -> list[dict]:
     return rows
 
 
+def adapter_lines(owners: dict[str, str]) -> list[str]:
+    """``alignpipe adapter list`` and ``alignpipe status``: one line per owner."""
+    lines = []
+    for row in adapter_rows(owners):
+        stale = f"; stale {row['stale']}" if row["stale"] else ""
+        lines.append(f"{row['owner']} ({row['tier']}): {row['model']} champion {row['champion']}, "
+                     f"challenger {row['challenger']}{stale}")
+    return lines
+
+
 def _versions(name: str) -> list:
     try:
         return sorted(MlflowClient().search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
