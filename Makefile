@@ -5,10 +5,13 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast repro ui prefect-ui clean
+.PHONY: run personalize test test-fast repro ui prefect-ui clean
 
 run: $(RUNTIME)  ## set up, then run the retrain flow on the embedded default
 	$(BIN)/alignpipe run
+
+personalize: $(RUNTIME)  ## after `make run`: personal adapters for the deployers and users of policies.yaml
+	$(BIN)/alignpipe personalize
 
 test: $(DEV)  ## set up with dev extras, then run the whole test suite
 	$(BIN)/python -m pytest
