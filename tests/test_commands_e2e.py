@@ -191,11 +191,17 @@ def test_serve_runs_against_a_server_a_person_can_open_and_stops_it(project):
         assert f"runs and their logs: http://127.0.0.1:{port}" in lines[-1]
         deadline = time.monotonic() + 60
         listed = ""
-        while "retrain-scheduled" not in listed and time.monotonic() < deadline:
+        api = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "COLUMNS": "250"}   # rich tables: no truncation
+        while "personalize-after-retrain" not in listed and time.monotonic() < deadline:
             time.sleep(1)
             listed = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], capture_output=True, text=True,
-                                    env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}).stdout
-        assert "retrain-scheduled" in listed
+                                    env=api).stdout
+        assert "retrain-scheduled" in listed and "personalize-after-retrain" in listed
+        # personalize runs when a retrain run completes: an automation on the server says so
+        automations = subprocess.run([str(BIN / "prefect"), "automation", "inspect",
+                                      "personalize-after-retrain__automation_1", "--json"],
+                                     capture_output=True, text=True, env=api).stdout
+        assert "prefect.flow-run.Completed" in automations and '"retrain"' in automations
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
