@@ -28,6 +28,7 @@ from components.params import Params, load_params
 from components.personal import personalize as steps
 from components.policy.data_card import render_adapter_card
 from components.policy.policies import Policies, load_policies
+from components.policy.tiers import tier_of
 from components.registry import registry
 from components.registry.adapters import adapter_dirs, adapter_model_name, log_adapter_model, mark_stale
 from components.registry.tracking import ensure_experiment, log_finite_metrics
@@ -45,9 +46,8 @@ class OwnerOutcome:
         return f"{self.owner} ({self.tier}): {self.decision}" + (f" [failing: {self.failing}]" if self.failing else "")
 
 
-def _register(plan, base, decision, figures, dirs: list[Path], items, dataset_version: str, note: str) -> str:
+def _register(plan, base, decision, figures: dict, dirs: list[Path], dataset_version: str, note: str) -> str:
     """Log the composed model and its evidence in an MLflow run; register it as challenger."""
-    name = adapter_model_name(plan.owner)
     card = render_adapter_card(plan.rows, plan.owner, plan.tier, plan.deployer, plan.identity["data_version"],
                                dataset_version)
     with mlflow.start_run(run_name=f"personalize {plan.owner}"):
@@ -60,59 +60,65 @@ def _register(plan, base, decision, figures, dirs: list[Path], items, dataset_ve
         model_uri = log_adapter_model(dirs, base.uri)
         tags = steps.tags_for(plan, base, decision, figures, dataset_version)
         description = "\n".join([note, "", *decision.checks, "", card])
-        return registry.register_candidate(model_uri, name, tags, description)
+        return registry.register_candidate(model_uri, adapter_model_name(plan.owner), tags, description)
 
 
-def _train(plan, base, policies, items, params, dataset_version: str, scratch: Path, why: str) -> tuple[str, object]:
-    decision, figures, dirs = steps.train_and_gate(plan, base, policies, items, params, scratch / plan.owner)
-    note = f"{'PASSED' if decision.passed else 'FAILED'} tier gate on {decision.against} ({why})"
-    version = _register(plan, base, decision, figures, dirs, items, dataset_version, note)
+def _regate_serving(plan, serving, base, policies, items, params, dataset_version: str) -> OwnerOutcome | None:
+    """The serving adapter on the moved base: registered again (same weights, new base) and
+    kept serving if it passes; None if it fails (then it is retrained)."""
+    logger = get_run_logger()
+    name = adapter_model_name(plan.owner)
+    own = adapter_dirs(f"models:/{name}/{serving.version}")[-1]
+    decision, dirs = steps.regate(plan, base, policies, items, params, own)
+    logger.info("%s: v%s re-gated on %s: %s", plan.owner, serving.version, decision.against, "; ".join(decision.checks))
+    if not decision.passed:
+        return None
+    note = f"PASSED tier gate: v{serving.version}'s adapter re-gated on {decision.against}"
+    version = _register(plan, base, decision, {}, dirs, dataset_version, note)
+    registry.promote(name, version, reason=note)
+    return OwnerOutcome(plan.owner, plan.tier, f"v{serving.version} re-gated on base v{base.version}: champion v{version}")
+
+
+def _retrain(plan, serving, base, policies, items, params, dataset_version: str, why: str) -> OwnerOutcome:
+    """A new adapter, gated: champion if it passes; else challenger, and if the serving one no
+    longer fits the base either, that one is tagged stale and stops serving."""
+    with tempfile.TemporaryDirectory() as scratch:
+        decision, figures, dirs = steps.train_and_gate(plan, base, policies, items, params, Path(scratch) / plan.owner)
+        note = f"{'PASSED' if decision.passed else 'FAILED'} tier gate on {decision.against} ({why})"
+        version = _register(plan, base, decision, figures, dirs, dataset_version, note)
+    for check in decision.checks:
+        get_run_logger().info("%s: %s", plan.owner, check)
     if decision.passed:
         registry.promote(adapter_model_name(plan.owner), version, reason="; ".join(decision.checks))
-    return version, decision
+        return OwnerOutcome(plan.owner, plan.tier, f"v{version} promoted to champion")
+    stale = ""
+    if serving is not None and serving.tags.get("base_version") != base.version:
+        reason = f"failed its tier gate on base v{base.version}, and so did its retrained v{version}"
+        stale = f"; v{mark_stale(plan.owner, reason)} tagged stale, no champion"
+    return OwnerOutcome(plan.owner, plan.tier, f"v{version} registered as challenger, gate FAILED{stale}",
+                        ",".join(decision.failing))
 
 
 @task(cache_policy=NO_CACHE, task_run_name="personalize {owner}")
 def personalize_owner(owner: str, params: Params, policies: Policies, base: steps.Base, items, manifest: dict
                       ) -> OwnerOutcome:
-    logger = get_run_logger()
-    dataset_version = manifest["version"]
-    plan = steps.plan_owner(owner, items, manifest["scope_versions"], policies, base, params)
+    """One owner, start to finish; any error becomes this owner's outcome, not the flow's."""
+    tier = tier_of(policies, owner)
     try:
+        plan = steps.plan_owner(owner, items, manifest["scope_versions"], policies, base, params)
         why = steps.work_needed(plan)
         if not why:
-            what = "no feedback rows" if plan.rows.empty else "up to date"
-            return OwnerOutcome(owner, plan.tier, what)
-        logger.info("%s (%s): %s", owner, plan.tier, why)
-        name = adapter_model_name(owner)
-        serving = registry.champion(name)
-        with tempfile.TemporaryDirectory() as scratch:
-            if serving is not None and serving.tags.get("base_version") != base.version:
-                own = adapter_dirs(f"models:/{name}/{serving.version}")[-1]
-                decision = steps.regate(plan, base, policies, items, params, own)
-                logger.info("%s: re-gated v%s on %s: %s", owner, serving.version, decision.against,
-                            "; ".join(decision.checks))
-                if decision.passed:
-                    note = f"PASSED tier gate: v{serving.version}'s adapter re-gated on {decision.against}"
-                    dirs = [*steps.load_parent(plan, base, params)[2], own]
-                    version = _register(plan, base, decision, {}, dirs, items, dataset_version, note)
-                    registry.promote(name, version, reason=note)
-                    return OwnerOutcome(owner, plan.tier, f"v{serving.version} re-gated on base v{base.version}: "
-                                                          f"champion v{version}")
-            version, decision = _train(plan, base, policies, items, params, dataset_version, Path(scratch), why)
-        for check in decision.checks:
-            logger.info("%s: %s", owner, check)
-        if decision.passed:
-            return OwnerOutcome(owner, plan.tier, f"v{version} promoted to champion")
-        stale = ""
+            return OwnerOutcome(owner, tier, "no feedback rows" if plan.rows.empty else "up to date")
+        get_run_logger().info("%s (%s): %s", owner, tier, why)
+        serving = registry.champion(adapter_model_name(owner))
         if serving is not None and serving.tags.get("base_version") != base.version:
-            reason = f"failed its tier gate on base v{base.version}, and so did its retrained v{version}"
-            stale = f"; v{mark_stale(owner, reason)} tagged stale, no champion"
-        return OwnerOutcome(owner, plan.tier, f"v{version} registered as challenger, gate FAILED{stale}",
-                            ",".join(decision.failing))
+            outcome = _regate_serving(plan, serving, base, policies, items, params, manifest["version"])
+            if outcome is not None:
+                return outcome
+        return _retrain(plan, serving, base, policies, items, params, manifest["version"], why)
     except Exception as err:  # one owner's failure never stops the others
-        logger.exception("%s: personalisation failed", owner)
-        return OwnerOutcome(owner, plan.tier, f"error: {err}", error=True)
+        get_run_logger().exception("%s: personalisation failed", owner)
+        return OwnerOutcome(owner, tier, f"error: {err}", error=True)
 
 
 def summary_markdown(outcomes: list[OwnerOutcome], base: steps.Base) -> str:

@@ -142,13 +142,14 @@ def train_and_gate(plan: OwnerPlan, base: Base, policies: Policies, items: pd.Da
 
 
 def regate(plan: OwnerPlan, base: Base, policies: Policies, items: pd.DataFrame, params: Params,
-           own_dir: Path) -> TierDecision:
-    """An existing adapter judged on a new base (and its user's current deployer adapter)."""
+           own_dir: Path) -> tuple[TierDecision, list[Path]]:
+    """An existing adapter judged on a new base (and a user's current deployer adapter);
+    returns the decision and the adapter folders in merge order."""
     from peft import PeftModel
 
-    parent, tokenizer, _ = load_parent(plan, base, params)
+    parent, tokenizer, parent_dirs = load_parent(plan, base, params)
     model = PeftModel.from_pretrained(parent, str(own_dir))
-    return gate(model, tokenizer, plan, policies, items, params, against_text(plan, base))
+    return gate(model, tokenizer, plan, policies, items, params, against_text(plan, base)), [*parent_dirs, own_dir]
 
 
 def against_text(plan: OwnerPlan, base: Base) -> str:
