@@ -25,7 +25,8 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def compose(model, adapter_dirs: list[Path]):
-    """``model`` with each adapter merged in, in order (a deployer's before its user's)."""
+    """``model`` with each adapter merged in, in order (a deployer's before its user's). Merges
+    into ``model``'s own weights: pass a freshly loaded model, not one still in use."""
     for adapter_dir in adapter_dirs:
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     return model.eval()
@@ -33,8 +34,10 @@ def compose(model, adapter_dirs: list[Path]):
 
 def train_adapter(parent, tokenizer, train: pd.DataFrame, params: Params, seed: int,
                   step_log: StepLog | None = None) -> tuple[PeftModel, dict]:
-    """A fresh LoRA adapter on ``parent`` (the model it will sit on), trained on the owner's
-    ``train`` rows with ``tiers.relearn``; D2O's anchors are sampled from ``parent``.
+    """A fresh LoRA adapter on ``parent`` (the model it will sit on; the adapter's layers are
+    added to it in place), trained on the owner's ``train`` rows with ``tiers.relearn``; D2O's
+    anchors are sampled from ``parent``. The adapter's initial weights come from the global
+    random state: seed before calling (``train_and_gate`` does), or two runs differ.
 
     Returns the PEFT model (adapter on; ``disable_adapter()`` gives ``parent`` back) and
     figures: loss, seconds, trainable parameters and their share of the parent's."""

@@ -24,13 +24,15 @@ def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired:
     """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
     whose pair has a positive in ``train`` (DPO needs both sides)."""
     negatives = train[train["label"] == NEGATIVE].sort_values("id")
+    if negatives.empty:
+        raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
     if paired:
         positive_pairs = train.loc[train["label"] == POSITIVE, "pair_id"].dropna()
         negatives = negatives[negatives["pair_id"].isin(set(positive_pairs))]
+        if negatives.empty:
+            raise ValueError("no training pairs: dpo needs negatives whose pair_id has a positive in the train split")
     if max_prompts and len(negatives) > max_prompts:
         negatives = negatives.sample(n=max_prompts, random_state=seed)
-    if negatives.empty:
-        raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
     return negatives
 
 

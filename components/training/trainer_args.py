@@ -7,6 +7,7 @@ accumulation and multi-GPU launch; alignpipe saves models itself with ``save_pre
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
@@ -15,7 +16,8 @@ from transformers import TrainingArguments
 def training_arguments(steps: int, batch_size: int, learning_rate: float, seed: int, warmup_steps: int = 0,
                        dtype: str = "float32") -> TrainingArguments:
     return TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="alignpipe-trainer-"),
+        # nothing is saved here (save_strategy "no"): one shared folder, not a new one per call
+        output_dir=str(Path(tempfile.gettempdir()) / "alignpipe-trainer"),
         max_steps=steps,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
