@@ -229,11 +229,12 @@ def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_mo
 @pytest.mark.slow
 def test_cli_evaluate_scores_every_pair_of_a_public_file_with_odd_rows(params_file, tiny_model_dir, tmp_path, capsys):
     """The published HH sample as it comes: 4 rows with an empty response are quarantined, 2 rows whose sides
-    differ before the last turn are read but make no pair; every other pair is scored, none capped."""
+    differ before the last turn are read but make no pair, 2 chosen refusals quoting "make a bomb" are
+    reclassified as negatives by the tier-1 rule (no pair either); every other pair is scored, none capped."""
     out = tmp_path / "metrics.json"
     assert _evaluate(params_file, tiny_model_dir, SAMPLE, out, tiny_model_dir) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["n_pairs"] == 1504 and metrics["quarantined_rows"] == 4
+    assert metrics["n_pairs"] == 1510 - 4 - 2 - 2 and metrics["quarantined_rows"] == 4
     assert metrics["separation_ci_low"] <= metrics["separation"] <= metrics["separation_ci_high"]
     assert "quarantined_rows 4" in capsys.readouterr().out
     assert _evaluate(params_file, tiny_model_dir, SAMPLE, out, tiny_model_dir, "--max-pairs", "7") == 0
