@@ -29,6 +29,16 @@ TINY_TEXTS = [
 ] * 20
 
 
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_params(directory: Path, overrides: dict | None = None) -> Path:
     """The repo's params.yaml with dotted-key overrides (``{"validation.min_rows": 4}``), written
     to ``directory``; relative paths in it (data.withdrawals) still resolve from the repo root,

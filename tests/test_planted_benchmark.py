@@ -3,20 +3,16 @@ whether its comparison is fair, checked without training a model."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def planted():
-    spec = importlib.util.spec_from_file_location("planted", REPO_ROOT / "benchmarks" / "planted.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("planted")
 
 
 def test_corpus_is_deterministic_and_keeps_held_out_advice_unseen(planted):

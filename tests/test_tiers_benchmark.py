@@ -5,23 +5,19 @@ Not a check of the figures themselves (the quick model is too small for those)."
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_benchmark
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiers():
-    spec = importlib.util.spec_from_file_location("tiers_benchmark", REPO_ROOT / "benchmarks" / "tiers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tiers")
 
 
 @pytest.fixture(scope="module")
