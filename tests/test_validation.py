@@ -44,6 +44,7 @@ def test_valid_frame_passes(suite):
     assert report.n_rows == 6
     assert set(report.rules_checked) == {
         "required_field", "non_empty_text", "max_length", "duplicate", "label_domain", "row_count", "encodable_text",
+        "rating_range",
     }
     suite.raise_for_failures(report)  # no-op
 
@@ -106,6 +107,15 @@ def test_lone_surrogate_is_reported_not_crashing(suite):
     assert (failure.rule, failure.column, failure.source_line) == ("encodable_text", "response", 5)
     assert "surrogate" in failure.detail
     assert "\\udcff" in failure.detail
+
+
+def test_rating_outside_the_scale_is_reported_and_a_missing_one_is_fine(suite):
+    frame = to_frame(records())
+    frame.loc[1, "rating"] = 5.0
+    frame.loc[3, "rating"] = 8.0   # the official sandbox's "unparseable" sentinel
+    [failure] = suite.validate_records(frame, RULES).failures
+    assert (failure.rule, failure.column, failure.source_line) == ("rating_range", "rating", 4)
+    assert "8 not within [1, 7]" in failure.detail
 
 
 def test_duplicate_names_both_lines(suite):

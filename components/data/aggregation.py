@@ -23,7 +23,7 @@ from components.params import ParamsError
 RULES = ("majority", "unanimous", "any", "soft")
 SEVERAL = "several"
 ITEM_COLUMNS = ["id", "prompt_id", "pair_id", "prompt", "response", "label", "agreement", "n_judgements",
-                "source", "annotator", "policy_tier", "owner", "group", "n_turns", "split", "reclassified_by"]
+                "source", "annotator", "policy_tier", "owner", "group", "rating", "n_turns", "split", "reclassified_by"]
 SHARED = ["prompt_id", "prompt", "response", "n_turns", "split", "owner"]   # the same for every judgement of an item
 MERGED = ["source", "annotator", "policy_tier", "group"]          # one value, or "several"
 
@@ -63,11 +63,12 @@ def aggregate(judgements: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, dict]:
             "label": label,
             "agreement": (negatives if label == NEGATIVE else positives) / len(group),
             "n_judgements": len(group),
+            "rating": group["rating"].mean(),   # NaN when no judgement carries a rating
             **{c: _one_or_several(group[c]) for c in MERGED},
             "reclassified_by": "",   # set by components.policy.tiers.reclassify
         })
     items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
-    items = items.astype({"agreement": "float64", "n_judgements": "int64", "n_turns": "int64"})
+    items = items.astype({"agreement": "float64", "rating": "float64", "n_judgements": "int64", "n_turns": "int64"})
     counts = {"rule": rule, "judgements": len(judgements), "items": len(items) + sum(left_out.values()),
               "kept": len(items), "left_out": dict(sorted(left_out.items()))}
     return items, counts

@@ -206,6 +206,7 @@ def _generic_record(row: dict, file: str, line: int, policy_tier: str) -> Record
     if "annotator" in provenance:
         provenance["annotator"] = pseudonym(provenance["annotator"])
     return Record(
+        rating=_rating(row.get("rating")),
         prompt=prompt.strip(),
         response=_require_text(row, "response").strip(),
         label=str(label),
@@ -215,6 +216,15 @@ def _generic_record(row: dict, file: str, line: int, policy_tier: str) -> Record
         pair_id=str(row["pair_id"]) if row.get("pair_id") is not None else None,
         **provenance,
     )
+
+
+def _rating(value: Any) -> float | None:
+    """An optional numeric score (1..7 by the sandbox's convention; the suite checks the range)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _RowProblem("field_type", f"field 'rating' must be a number, got {type(value).__name__}")
+    return float(value)
 
 
 def _render_messages(messages: list) -> str:

@@ -43,6 +43,7 @@ COLUMNS = [
     "policy_tier",
     "owner",
     "group",
+    "rating",
     "split",
 ]
 
@@ -61,6 +62,7 @@ class Record:
     policy_tier: str = "global"
     owner: str = ""          # a deployer or user of policies.yaml; empty: global feedback
     group: str = ""
+    rating: float | None = None   # a score on 1..7 (the sandbox's raters, Stable Alignment's groups)
 
     @property
     def prompt_id(self) -> str:
@@ -106,6 +108,7 @@ def to_frame(records: list[Record]) -> pd.DataFrame:
     frame = pd.DataFrame([r.row() for r in records], columns=[c for c in COLUMNS if c != "split"], dtype=object)
     frame["source_line"] = frame["source_line"].astype("int64")
     frame["n_turns"] = frame["n_turns"].astype("int64")
+    frame["rating"] = frame["rating"].astype("float64")
     return frame
 
 

@@ -37,6 +37,7 @@ RULES = (
     "label_domain",
     "row_count",
     "encodable_text",
+    "rating_range",
 )
 REQUIRED_COLUMNS = ("id", "item_id", "prompt_id", "prompt", "response", "label", "source", "source_file", "source_line")
 TEXT_COLUMNS = ("prompt", "response")
@@ -135,6 +136,8 @@ def build_suite(rules: ValidationParams) -> gx.ExpectationSuite:
             _tagged("encodable_text", E.ExpectColumnValuesToNotMatchRegex, column=c, regex=r"\x00")
             for c in TEXT_COLUMNS
         ),
+        # a rating is optional (null passes); one that is there lies on the 1..7 scale
+        _tagged("rating_range", E.ExpectColumnValuesToBeBetween, column="rating", min_value=1, max_value=7),
     ]
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     for expectation in expectations:
@@ -223,6 +226,8 @@ def _detail(rule: str, value, kwargs: dict) -> str:
         return f"empty or whitespace-only: {_quote(value)}"
     if rule == "max_length":
         return f"{len(value)} chars > max {kwargs['max_value']}: {_quote(value)}"
+    if rule == "rating_range":
+        return f"{float(value):g} not within [1, 7]"
     if rule == "label_domain":
         return f"{_quote(value)} not in {list(LABELS)}"
     if rule == "encodable_text":
