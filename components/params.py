@@ -99,6 +99,14 @@ class AnchorParams:
 
 
 @dataclass(frozen=True)
+class StableAlignmentParams:
+    ratio: float = 0.2       # λ: weight of the rating-margin penalty
+    margin: float = 10.0     # M
+    scale: float = 7.0       # S: the top of the rating scale
+    group_size: int = 4      # responses per rated group: the negative, the group's best, others sampled
+
+
+@dataclass(frozen=True)
 class RelearnParams:
     objective: str = "d2o"
     alpha: float = 0.1
@@ -108,6 +116,7 @@ class RelearnParams:
     learning_rate: float = 1e-4
     max_prompts: int = 128
     weighting: str = "none"
+    stable_alignment: StableAlignmentParams = field(default_factory=StableAlignmentParams)
 
 
 @dataclass(frozen=True)

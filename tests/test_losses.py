@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss, weighted_mean
+from components.training.losses import (d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss,
+                                        stable_alignment_loss, weighted_mean)
 
 ALPHA, BETA = 0.1, 0.1
 
@@ -141,3 +142,47 @@ def test_weights_scale_each_examples_loss_and_gradient():
     loss = npo_loss(policy, ref, BETA)
     assert weighted_mean(loss, torch.tensor([1.0, 0.5, 0.0])).item() == pytest.approx(
         (loss[0] + 0.5 * loss[1]).item() / 3, rel=1e-6)
+
+
+# --- Stable Alignment ---------------------------------------------------------------------------
+
+def official_stable_alignment(nll: list[float], scores: list[float], ratio: float, margin: float, scale: float) -> float:
+    """The official trainer's arithmetic (agi-templar/Stable-Alignment, alignment.py), re-typed to
+    show the defect: sorted ratings indexed with *unsorted* positions."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    sorted_scores = [scores[i] for i in order]
+    best = order[0]
+    terms = [nll[best] - nll[i] + (sorted_scores[0] - sorted_scores[i]) / scale * margin for i in order[1:]]
+    return nll[best] + ratio * max(0.0, sum(terms) / len(terms))
+
+
+def test_stable_alignment_matches_the_hand_computed_formula_not_the_official_indexing():
+    nll, scores = [2.0, 1.0, 1.5], [3.0, 7.0, 5.0]
+    # best is response 1 (7): terms for 0 and 2, each with its own rating's margin
+    by_hand = 1.0 + 0.2 * max(0.0, ((1.0 - 2.0 + 10 * (7 - 3) / 7) + (1.0 - 1.5 + 10 * (7 - 5) / 7)) / 2)
+    loss = stable_alignment_loss(torch.tensor([nll]), torch.tensor([scores]), torch.ones(1, 3, dtype=torch.bool),
+                                 ratio=0.2, margin=10.0, scale=7.0)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)  # 1.70714...
+    assert by_hand == pytest.approx(1.7071428, rel=1e-6)
+    official = official_stable_alignment(nll, scores, 0.2, 10.0, 7.0)
+    assert official == pytest.approx(1.4214286, rel=1e-6) and abs(official - by_hand) > 0.25
+
+
+def test_stable_alignment_ignores_padding_and_clips_the_penalty():
+    nll = torch.tensor([[2.0, 1.0, 99.0], [3.0, 0.5, 0.0]])
+    scores = torch.tensor([[3.0, 7.0, 1.0], [6.0, 2.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    loss = stable_alignment_loss(nll, scores, mask, ratio=0.2, margin=10.0, scale=7.0)
+    # row 0: the padded 99 is ignored; row 1: the best-rated (6) has the higher NLL, so its
+    # penalty 3 - 0.5 + 10*4/7 is large; a best answer already far more likely clips at 0 (below)
+    assert loss[0].item() == pytest.approx(1.0 + 0.2 * (1.0 - 2.0 + 40 / 7), rel=1e-6)
+    assert loss[1].item() == pytest.approx(3.0 + 0.2 * (3.0 - 0.5 + 40 / 7), rel=1e-6)
+    clipped = stable_alignment_loss(torch.tensor([[0.1, 9.0]]), torch.tensor([[7.0, 6.0]]),
+                                    torch.ones(1, 2, dtype=torch.bool), ratio=0.2, margin=10.0, scale=7.0)
+    assert clipped.item() == pytest.approx(0.1)  # 0.1 - 9 + 10/7 < 0: no penalty, plain SFT on the best
+
+
+def test_a_group_of_one_is_plain_sft_on_it():
+    loss = stable_alignment_loss(torch.tensor([[1.25, 0.0]]), torch.tensor([[4.0, 0.0]]),
+                                 torch.tensor([[True, False]]), ratio=0.2, margin=10.0, scale=7.0)
+    assert loss.item() == pytest.approx(1.25)

@@ -76,6 +76,42 @@ def test_relearn_pushes_negatives_down_and_never_touches_the_reference(tiny_mode
     assert policy_neg.sum() < ref_neg.sum()
 
 
+def test_stable_alignment_trains_on_rated_groups_toward_the_best_answer(tiny_model_dir, tokenizer):
+    from components.training.negatives import training_negatives
+
+    answers = [(GOOD, POSITIVE, 7.0), ("It depends on many things, I suppose.", POSITIVE, 4.0), (BAD, NEGATIVE, 1.0)]
+    records = [Record(prompt(q), text, label, source="sandbox", source_file="t.jsonl", source_line=3 * i + j, rating=r)
+               for i, q in enumerate(TRAIN_QUESTIONS) for j, (text, label, r) in enumerate(answers)]
+    records.append(Record(prompt("An unrated question?"), BAD, NEGATIVE, source="hh", source_file="t.jsonl", source_line=99))
+    train = to_frame(records)
+    train["id"] = [f"r{i}" for i in range(len(train))]
+    rows = training_negatives(train, 0, seed=0, rated=True)
+    assert len(rows) == len(TRAIN_QUESTIONS)  # the unrated negative has no group
+    reference = load_model(tiny_model_dir)
+    policy = copy.deepcopy(reference)
+    negatives = [encode(tokenizer, p, r, 32, 16) for p, r in zip(rows["prompt"], rows["response"])]
+    ref_neg, _ = score(reference, negatives, tokenizer.pad_token_id)
+    examples = fixed_companions("stable_alignment", negatives, ref_neg, rows, train, reference, tokenizer, 16,
+                                group_size=3, seed=0)
+    assert [e.ratings for e in examples] == [(1.0, 7.0, 4.0)] * len(rows)  # the negative's own, then best first
+    good = [encode(tokenizer, prompt(q), GOOD, 32, 16) for q in TRAIN_QUESTIONS]
+    good_before, _ = score(reference, good, tokenizer.pad_token_id)
+
+    relearn(policy, tokenizer, examples, relearn_params("stable_alignment"), seed=0)
+
+    good_after, _ = score(policy, good, tokenizer.pad_token_id)
+    bad_after, _ = score(policy, negatives, tokenizer.pad_token_id)
+    assert good_after.sum() > good_before.sum() and bad_after.sum() < ref_neg.sum()
+
+
+def test_stable_alignment_without_rated_groups_says_what_it_needs():
+    from components.training.negatives import training_negatives
+
+    train = frame(TRAIN_QUESTIONS)
+    with pytest.raises(ValueError, match="no rated groups: stable_alignment needs rated negatives"):
+        training_negatives(train, 0, seed=0, rated=True)
+
+
 def test_relearn_rejects_an_unknown_objective(tiny_model_dir, tokenizer):
     model = load_model(tiny_model_dir)
     example = RelearnExample(encode(tokenizer, prompt("Hi?"), BAD, 32, 16), -10.0)

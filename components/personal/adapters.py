@@ -50,7 +50,7 @@ def train_adapter(parent, tokenizer, train: pd.DataFrame, params: Params, seed: 
     anchors = None
     if settings.objective == "d2o":
         anchors = sample_anchors(parent, parent, tokenizer, negatives.prompts, params.cycles.anchors, seed)
-    examples = relearn_examples(negatives, settings.objective, parent, tokenizer, train, seq, anchors,
+    examples = relearn_examples(negatives, settings, parent, tokenizer, train, seq, seed, anchors,
                                 params.cycles.anchors.drop_pattern)
     lora = params.tiers.lora
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, lora_dropout=0.0,

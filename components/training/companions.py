@@ -2,14 +2,15 @@
 
 D2O's anchors are the model's own samples (``anchors.py``); DPO's companion is the paired
 chosen response; KTO's is a mismatched (prompt, response) pair from the same data, whose
-policy-minus-reference log-prob estimates the KL term z0. Reference log-probs are computed
-here once, so training never runs the reference.
+policy-minus-reference log-prob estimates the KL term z0; Stable Alignment's are the other rated responses to the same
+prompt. Reference log-probs are computed here once, so training never runs the reference.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from components.data.records import POSITIVE
@@ -49,17 +50,46 @@ def with_mismatched(negatives: list[Encoded], ref_neg, reference, tokenizer) -> 
     return [RelearnExample(n, float(r), (m,), (float(rm),)) for n, r, m, rm in zip(negatives, ref_neg, shifted, ref_shifted)]
 
 
+def with_rated_group(negatives: list[Encoded], ref_neg, negative_rows: pd.DataFrame, train: pd.DataFrame,
+                     tokenizer, max_response_tokens: int, group_size: int, seed: int) -> list[RelearnExample]:
+    """Stable Alignment examples: each negative with up to ``group_size - 1`` other rated
+    responses to its prompt: always the best-rated one, the rest a seeded sample. Groups are
+    padded to one width with masked copies of the negative."""
+    rated = train.dropna(subset=["rating"])
+    by_prompt = {pid: group.sort_values("id") for pid, group in rated.groupby("prompt_id")}
+    rng = np.random.default_rng(seed)
+    groups = []
+    for row in negative_rows.itertuples():
+        others = by_prompt[row.prompt_id][lambda g, item=row.id: g["id"] != item]
+        best = others.sort_values(["rating", "id"], ascending=[False, True]).head(1)
+        rest = others.drop(best.index)
+        picked = rng.choice(len(rest), size=min(len(rest), group_size - 2), replace=False) if group_size > 2 else []
+        groups.append(pd.concat([best, rest.iloc[sorted(picked)]]))
+    width = max(len(g) for g in groups)
+    examples = []
+    for negative, ref, row, group in zip(negatives, ref_neg, negative_rows.itertuples(), groups):
+        members = [Encoded(negative.prompt_ids, encode_response(tokenizer, r, max_response_tokens)) for r in group["response"]]
+        padding = width - len(members)
+        examples.append(RelearnExample(
+            negative, float(ref), tuple(members + [negative] * padding), (0.0,) * width,
+            tuple([True] * len(members) + [False] * padding), ratings=(float(row.rating), *group["rating"], *[0.0] * padding)))
+    return examples
+
+
 def plain(negatives: list[Encoded], ref_neg) -> list[RelearnExample]:
     """NPO and GA need nothing beside the negative."""
     return [RelearnExample(n, float(r)) for n, r in zip(negatives, ref_neg)]
 
 
 def fixed_companions(objective: str, negatives: list[Encoded], ref_neg, negative_rows: pd.DataFrame,
-                     train: pd.DataFrame, reference, tokenizer, max_response_tokens: int) -> list[RelearnExample]:
+                     train: pd.DataFrame, reference, tokenizer, max_response_tokens: int, group_size: int = 4,
+                     seed: int = 0) -> list[RelearnExample]:
     """Examples for the objectives whose companions never change between cycles (all but D2O,
     whose anchors are sampled: ``with_anchors``)."""
     if objective == "dpo":
         return with_chosen(negatives, ref_neg, negative_rows, train, reference, tokenizer, max_response_tokens)
     if objective == "kto":
         return with_mismatched(negatives, ref_neg, reference, tokenizer)
+    if objective == "stable_alignment":
+        return with_rated_group(negatives, ref_neg, negative_rows, train, tokenizer, max_response_tokens, group_size, seed)
     return plain(negatives, ref_neg)

@@ -84,7 +84,9 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
     best = pair_evidence(ref_dev, ref_dev, dev_pairs)
     settings = BootstrapSettings.from_gate(params.gate, params.seed)
-    examples = None if objective == "d2o" else relearn_examples(negatives, objective, reference, tokenizer, train, seq)
+    examples = None
+    if objective != "d2o":
+        examples = relearn_examples(negatives, cfg.relearn, reference, tokenizer, train, seq, params.seed)
     anchors: AnchorSet | None = None
     records = []
     for cycle in range(1, cfg.count + 1):
@@ -96,8 +98,8 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
             log(f"cycle {cycle}: sampling {cfg.anchors.k} anchors for {len(negatives.prompts)} prompts "
                 f"({cfg.anchors.mode})")
             anchors = sample_anchors(sampler, reference, tokenizer, negatives.prompts, cfg.anchors, cycle_seed)
-            examples = relearn_examples(negatives, objective, reference, tokenizer, train, seq, anchors,
-                                        cfg.anchors.drop_pattern)
+            examples = relearn_examples(negatives, cfg.relearn, reference, tokenizer, train, seq, params.seed,
+                                        anchors, cfg.anchors.drop_pattern)
         # cycle 1 relearns from the reference itself; forgetting starts with cycle 2
         forgetting = replace(cfg.forget, op="none") if cycle == 1 else cfg.forget
         forget(policy, forgetting, cycle_seed)

@@ -72,6 +72,26 @@ def ga_loss(policy_neg_logps: torch.Tensor) -> torch.Tensor:
     return policy_neg_logps
 
 
+def stable_alignment_loss(
+    nll: torch.Tensor, ratings: torch.Tensor, mask: torch.Tensor, ratio: float, margin: float, scale: float
+) -> torch.Tensor:
+    """Stable Alignment (Liu et al. 2024) over rated groups ``[B, G]``:
+    ``ℓ_best + λ·max(0, mean_{i≠best}[ℓ_best − ℓ_i + M·(s_best − s_i)/S])``.
+
+    ``nll`` is each response's token-mean NLL (prompt masked), ``ratings`` its score on 1..S,
+    ``mask`` the members present (groups are padded). Each member's margin uses *its own*
+    rating: the official code indexes the sorted ratings with unsorted positions, so margins
+    land on the wrong responses. Ties for best go to the first; a group of one is plain SFT.
+    No reference model.
+    """
+    best = ratings.masked_fill(~mask, float("-inf")).argmax(dim=-1, keepdim=True)
+    nll_best, rating_best = nll.gather(-1, best), ratings.gather(-1, best)
+    terms = nll_best - nll + margin * (rating_best - ratings) / scale
+    others = mask.scatter(-1, best, False)
+    mean = (terms * others).sum(-1) / others.sum(-1).clamp(min=1)
+    return nll_best.squeeze(-1) + ratio * mean.clamp(min=0)
+
+
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The batch loss: ``mean(w_i · loss_i)``, so an example's weight scales its gradient and
     weights of one (or none) give the plain mean. Shared by every objective."""

@@ -20,9 +20,11 @@ from components.training.companions import fixed_companions, with_anchors
 from components.training.relearn import RelearnExample, example_weights, with_weights
 
 
-def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False) -> pd.DataFrame:
+def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False,
+                       rated: bool = False) -> pd.DataFrame:
     """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
-    whose pair has a positive in ``train`` (DPO needs both sides)."""
+    whose pair has a positive in ``train`` (DPO needs both sides), ``rated`` those with a rating
+    and another rated response to the same prompt (Stable Alignment's groups)."""
     negatives = train[train["label"] == NEGATIVE].sort_values("id")
     if negatives.empty:
         raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
@@ -31,6 +33,13 @@ def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired:
         negatives = negatives[negatives["pair_id"].isin(set(positive_pairs))]
         if negatives.empty:
             raise ValueError("no training pairs: dpo needs negatives whose pair_id has a positive in the train split")
+    if rated:
+        group_sizes = train.dropna(subset=["rating"]).groupby("prompt_id").size()
+        negatives = negatives.dropna(subset=["rating"])
+        negatives = negatives[negatives["prompt_id"].map(group_sizes).fillna(0) >= 2]
+        if negatives.empty:
+            raise ValueError("no rated groups: stable_alignment needs rated negatives with another rated response to "
+                             "the same prompt in the train split (the sandbox's derived rows carry ratings)")
     if max_prompts and len(negatives) > max_prompts:
         negatives = negatives.sample(n=max_prompts, random_state=seed)
     return negatives
@@ -47,19 +56,22 @@ class EncodedNegatives:
 
 def encode_negatives(reference, tokenizer, train: pd.DataFrame, relearn: RelearnParams, seq: SequenceParams,
                      seed: int) -> EncodedNegatives:
-    rows = training_negatives(train, relearn.max_prompts, seed, paired=relearn.objective == "dpo")
+    rows = training_negatives(train, relearn.max_prompts, seed, paired=relearn.objective == "dpo",
+                              rated=relearn.objective == "stable_alignment")
     prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in rows["prompt"]]
     encoded = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens)) for p, r in zip(prompts, rows["response"])]
     ref_logps, _ = score(reference, encoded, tokenizer.pad_token_id)
     return EncodedNegatives(rows, prompts, encoded, ref_logps, example_weights(rows, relearn.weighting))
 
 
-def relearn_examples(negatives: EncodedNegatives, objective: str, reference, tokenizer, train: pd.DataFrame,
-                     seq: SequenceParams, anchors: AnchorSet | None = None, drop_pattern: str = "") -> list[RelearnExample]:
+def relearn_examples(negatives: EncodedNegatives, relearn: RelearnParams, reference, tokenizer, train: pd.DataFrame,
+                     seq: SequenceParams, seed: int, anchors: AnchorSet | None = None,
+                     drop_pattern: str = "") -> list[RelearnExample]:
     """Each negative with its companions and weight: D2O's ``anchors``, else the fixed ones."""
-    if objective == "d2o":
+    if relearn.objective == "d2o":
         examples = with_anchors(negatives.encoded, negatives.ref_logps, anchors, tokenizer, drop_pattern)
     else:
-        examples = fixed_companions(objective, negatives.encoded, negatives.ref_logps, negatives.rows, train,
-                                    reference, tokenizer, seq.max_response_tokens)
+        examples = fixed_companions(relearn.objective, negatives.encoded, negatives.ref_logps, negatives.rows, train,
+                                    reference, tokenizer, seq.max_response_tokens,
+                                    relearn.stable_alignment.group_size, seed)
     return with_weights(examples, negatives.weights)

@@ -8,6 +8,8 @@ pass, with reference log-probs precomputed so the reference never runs during tr
 - ``d2o``: K sampled anchors (an optional mask drops some);
 - ``dpo``: the paired chosen response (K = 1);
 - ``kto``: a mismatched (prompt, response) pair, for the KL estimate z0 (K = 1);
+- ``stable_alignment``: the other rated responses to the same prompt (``ratings`` beside), no
+  reference at all;
 - ``npo``, ``ga``: none.
 """
 
@@ -21,11 +23,12 @@ from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
 from components.params import ParamsError, RelearnParams
-from components.training.losses import d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss, weighted_mean
+from components.training.losses import (d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss,
+                                        stable_alignment_loss, weighted_mean)
 from components.training.step_log import quiet_printer
 from components.training.trainer_args import training_arguments
 
-OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga")
+OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga", "stable_alignment")
 WEIGHTINGS = ("none", "agreement")
 
 
@@ -35,8 +38,9 @@ class RelearnExample:
     ref_neg_logp: float
     companions: tuple[Encoded, ...] = ()
     ref_companion_logps: tuple[float, ...] = ()
-    companion_mask: tuple[bool, ...] | None = None   # d2o: False drops an anchor
+    companion_mask: tuple[bool, ...] | None = None   # d2o: False drops an anchor; groups: padding
     weight: float = 1.0                               # the loss multiplier (cycles.relearn.weighting)
+    ratings: tuple[float, ...] = ()                   # stable_alignment: the negative's, then each companion's
 
 
 class RelearnCollator:
@@ -56,6 +60,7 @@ class RelearnCollator:
             "ref_companion_logps": torch.tensor([e.ref_companion_logps for e in examples]).view(n, -1),
             "companion_mask": torch.tensor(masks, dtype=torch.bool).view(n, -1),
             "weights": torch.tensor([e.weight for e in examples], dtype=torch.float32),
+            "ratings": torch.tensor([e.ratings for e in examples], dtype=torch.float32).view(n, -1),
         }
 
 
@@ -93,6 +98,16 @@ def objective_losses(relearn: RelearnParams, policy_neg, ref_neg, policy_comp, r
     return ga_loss(policy_neg)
 
 
+def group_losses(relearn: RelearnParams, logps, counts, n_groups: int, ratings, companion_mask) -> torch.Tensor:
+    """Stable Alignment's loss per rated group: each negative (first) with its companions,
+    on token-mean NLL, so long and short answers weigh alike."""
+    nll = -logps / counts.clamp(min=1)
+    group_nll = torch.cat([nll[:n_groups, None], nll[n_groups:].view(n_groups, -1)], dim=1)
+    mask = torch.cat([torch.ones(n_groups, 1, dtype=torch.bool, device=nll.device), companion_mask.to(nll.device)], 1)
+    sa = relearn.stable_alignment
+    return stable_alignment_loss(group_nll, ratings.to(nll.device), mask, sa.ratio, sa.margin, sa.scale)
+
+
 class RelearnTrainer(Trainer):
     """A ``Trainer`` whose loss is one of alignpipe's objectives over summed log-probs."""
 
@@ -102,11 +117,14 @@ class RelearnTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = SequenceBatch(inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
-        logps, _ = sequence_logps(model, batch)
+        logps, counts = sequence_logps(model, batch)
         n_neg = inputs["ref_neg_logps"].shape[0]
-        policy_neg, policy_comp = logps[:n_neg], logps[n_neg:].view(n_neg, -1)
-        losses = objective_losses(self.relearn, policy_neg, inputs["ref_neg_logps"], policy_comp,
-                                  inputs["ref_companion_logps"], inputs["companion_mask"])
+        if self.relearn.objective == "stable_alignment":
+            losses = group_losses(self.relearn, logps, counts, n_neg, inputs["ratings"], inputs["companion_mask"])
+        else:
+            policy_neg, policy_comp = logps[:n_neg], logps[n_neg:].view(n_neg, -1)
+            losses = objective_losses(self.relearn, policy_neg, inputs["ref_neg_logps"], policy_comp,
+                                      inputs["ref_companion_logps"], inputs["companion_mask"])
         loss = weighted_mean(losses, inputs["weights"])
         return (loss, {"logps": logps}) if return_outputs else loss
 
