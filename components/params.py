@@ -25,7 +25,7 @@ class ParamsError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    source: str | list[str] = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
     dev_fraction: float = 0.05
     test_fraction: float = 0.1
     policy_tier: str = "global"
@@ -34,8 +34,9 @@ class DataParams:
     owner_source: str = "data/personal/owner-feedback.jsonl"
 
     def sources(self) -> list[str]:
-        """What ingest reads: the main source, and the owners' feedback when one is named."""
-        return [self.source, *([self.owner_source] if self.owner_source else [])]
+        """What ingest reads: the source (or each of a list), and the owners' feedback when one is named."""
+        named = [self.source] if isinstance(self.source, str) else list(self.source)
+        return [*named, *([self.owner_source] if self.owner_source else [])]
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,31 @@ class TiersParams:
 
 
 @dataclass(frozen=True)
+class SandboxParams:
+    enabled: bool = False
+    model: list[str] = field(default_factory=lambda: ["champion", "challenger"])
+    rater: str = "memory"
+    observer: str = "memory"
+    agents: int = 6
+    rounds: int = 3
+    grid: int = 4
+    radius: int = 2
+    raters: int = 3
+    personas: list[str] = field(default_factory=lambda: [
+        "You are a careful assistant: kind, honest and harmless.",
+        "You are a careless assistant that says whatever comes to mind."])
+    questions: str = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    memories: str = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    memories_per_agent: int = 64
+    retrieval: str = "embedding"
+    retrieve: int = 2
+    min_similarity: float = 0.3
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    negative_max_score: float = 3.0
+
+
+@dataclass(frozen=True)
 class RegistryParams:
     experiment: str = "alignpipe"
     model_name: str = "alignpipe-policy"
@@ -210,6 +236,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: GateParams = field(default_factory=GateParams)
     tiers: TiersParams = field(default_factory=TiersParams)
+    sandbox: SandboxParams = field(default_factory=SandboxParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
 
@@ -263,7 +290,9 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return float(value)
     expected = hint if isinstance(hint, type) else None
     if isinstance(hint, types.UnionType):
-        expected = tuple(typing.get_args(hint))
+        expected = tuple(typing.get_origin(h) or h for h in typing.get_args(hint))
+    if isinstance(hint, types.UnionType) and isinstance(value, list):
+        hint = next((h for h in typing.get_args(hint) if typing.get_origin(h) is list), hint)
     if typing.get_origin(hint) is list:
         if not isinstance(value, list) or not all(isinstance(v, typing.get_args(hint)[0]) for v in value):
             raise ParamsError(f"{path}: expected a list of {typing.get_args(hint)[0].__name__}, got {value!r}")

@@ -32,12 +32,18 @@ def _replace(path: Path) -> Path:
 
 def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]:
     """Point ``inputs_dir/{data_source,owner_source,withdrawals,policies,reference_model}`` at
-    what the params name. A reference that is not a local folder (``tiny``, a hub id) becomes a
+    what the params name (``data_source`` a folder of links when ``data.source`` is a list). A reference that is not a local folder (``tiny``, a hub id) becomes a
     file holding its name, and no owner source a file saying so, so that changing either still
     changes the dependency."""
     inputs_dir.mkdir(parents=True, exist_ok=True)
-    named = {"data_source": ("data.source", params.data.source), "withdrawals": ("data.withdrawals", params.data.withdrawals),
-             "policies": ("tiers.policies", params.tiers.policies)}
+    named = {"withdrawals": ("data.withdrawals", params.data.withdrawals), "policies": ("tiers.policies", params.tiers.policies)}
+    if isinstance(params.data.source, str):
+        named["data_source"] = ("data.source", params.data.source)
+    else:   # a list: a folder of numbered links, which DVC hashes through
+        folder = _replace(inputs_dir / "data_source")
+        folder.mkdir()
+        for index, location in enumerate(params.data.source):
+            named[f"data_source/{index}-{Path(location).name}"] = (f"data.source[{index}]", location)
     if params.data.owner_source:
         named["owner_source"] = ("data.owner_source", params.data.owner_source)
     else:

@@ -149,11 +149,17 @@ def _tagged(rule: str, expectation: type, **kwargs) -> gx.expectations.Expectati
     return expectation(meta={"rule": rule}, **kwargs)
 
 
+def quiet_context():
+    """A fresh in-memory GX context without progress bars (cheap; nothing piles up)."""
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
 def validate_records(frame: pd.DataFrame, rules: ValidationParams) -> ValidationReport:
     """Run the suite on ``frame`` in a fresh in-memory GX context (cheap, and nothing piles up)."""
     frame = frame.reset_index(drop=True)  # GX reports index labels; make them row positions
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context = quiet_context()
     batch = (
         context.data_sources.add_pandas("records")
         .add_dataframe_asset("canonical_records")
