@@ -54,6 +54,7 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
             raise ParamsError(f"{key}: {location} not found (paths are relative to the project folder)")
         _replace(inputs_dir / name).symlink_to(Path(location).resolve())
         links[name] = str(Path(location).resolve())
+    links.update(link_sandbox(params, inputs_dir))
     reference = params.reference.model
     if Path(reference).is_dir():
         _replace(inputs_dir / "reference_model").symlink_to(Path(reference).resolve())
@@ -61,6 +62,28 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
     else:
         _replace(inputs_dir / "reference_model").write_text(reference + "\n")
         links["reference_model"] = reference
+    return links
+
+
+def link_sandbox(params: Params, inputs_dir: Path) -> dict[str, str]:
+    """The sandbox's inputs when it is a pipeline stage (``sandbox.enabled``): its question and
+    memory sources, and the agents' model as the version an alias points at now, so that a
+    moved champion makes the next simulation due. Disabled, each is a file saying so."""
+    if not params.sandbox.enabled:
+        for name in ("sandbox_questions", "sandbox_memories", "sandbox_model"):
+            _replace(inputs_dir / name).write_text("disabled\n")
+        return {}
+    from components.sandbox.simulation import agent_model   # reads the registry: only when enabled
+
+    links = {}
+    for name, key, location in (("sandbox_questions", "sandbox.questions", params.sandbox.questions),
+                                ("sandbox_memories", "sandbox.memories", params.sandbox.memories)):
+        if not Path(location).exists():
+            raise ParamsError(f"{key}: {location} not found (paths are relative to the project folder)")
+        _replace(inputs_dir / name).symlink_to(Path(location).resolve())
+        links[name] = str(Path(location).resolve())
+    links["sandbox_model"] = agent_model(params)
+    _replace(inputs_dir / "sandbox_model").write_text(links["sandbox_model"] + "\n")
     return links
 
 

@@ -47,6 +47,7 @@ POLICY_DIR = ARTIFACTS / "policy"
 CYCLES_FILE = ARTIFACTS / "cycles.json"
 METRICS_FILE = ARTIFACTS / "metrics.json"
 EVIDENCE_FILE = ARTIFACTS / "evidence.parquet"
+SANDBOX_DIR = ARTIFACTS / "sandbox"
 REFERENCE_POINTER = "reference.json"
 DATA_CARD = "data_card.md"
 VALIDATION_REPORT = "validation.json"
@@ -123,14 +124,34 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
 def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DATASET_DIR) -> dict:
     """Read, screen and write a content-hashed dataset version with its quarantine, validation
     report and data card, all at once: a failure leaves the previous version in place.
-    Without ``source``, the params' sources: ``data.source`` and ``data.owner_source``."""
+    Without ``source``, the params' sources: ``data.source``, ``data.owner_source`` and, with
+    ``sandbox.enabled``, the rows the sandbox derived."""
     sources = [Path(source)] if source else [Path(s) for s in params.data.sources()]
+    if not source and params.sandbox.enabled:
+        sources.append(sandbox_feedback())
     loaded = load_records(sources, params)
     manifest = build_manifest(loaded.judgements, loaded.items, sources, loaded.manifest_extra())
     files = {VALIDATION_REPORT: json.dumps(loaded.report, indent=2, sort_keys=True, default=str) + "\n",
              DATA_CARD: render_data_card(loaded.judgements, loaded.items, manifest)}
     write_dataset(out_dir, loaded.judgements, loaded.items, loaded.quarantine, manifest, files)
     return manifest
+
+
+def sandbox_feedback(sandbox_dir: Path = SANDBOX_DIR) -> Path:
+    from components.sandbox.simulation import FEEDBACK_FILE
+
+    return sandbox_dir / FEEDBACK_FILE
+
+
+def simulate(params: Params, out_dir: Path = SANDBOX_DIR) -> dict:
+    """The sandbox when it is part of the pipeline (``sandbox.enabled``); otherwise its folder is
+    left as it is (a run of ``alignpipe simulate`` stays there, unused)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not params.sandbox.enabled:
+        return {"enabled": False}
+    from components.sandbox.simulation import simulate as run_sandbox
+
+    return {"enabled": True, **run_sandbox(params, out_dir)}
 
 
 def global_items(items: pd.DataFrame) -> pd.DataFrame:

@@ -65,6 +65,7 @@ def cmd_stage(args) -> None:
 
     params = _params(args)
     run = {
+        "simulate": lambda: stages.simulate(params),
         "ingest": lambda: stages.ingest(params),
         "reference": lambda: stages.build_reference(params),
         "cycles": lambda: stages.cycles(params),
@@ -169,6 +170,28 @@ def cmd_personalize(args) -> None:
         raise RunStopped(f"personalisation failed for {errors} (the log above says why); the other owners are done")
 
 
+def cmd_simulate(args) -> None:
+    from flows.simulate import simulate
+
+    named, overrides = params_choice(args)
+    state = simulate(root=args.root, params_file=named, overrides=overrides, return_state=True)
+    if state.is_failed():
+        crash = state.result(raise_on_failure=False)
+        if isinstance(crash, BaseException):
+            raise crash
+        raise RunStopped(state.message)
+    summary = state.result()
+    print(f"\nalignpipe simulate: run {summary['run_id']}: {summary['drafts']} drafts by {summary['agents']} agents "
+          f"over {summary['rounds']} rounds")
+    for row in summary["by_round"]:
+        print(f"  round {row['round']}: mean rating {row['mean_rating']:.2f}; observer {row['observer_before']:.2f} "
+              f"(drafts) -> {row['observer_after']:.2f} (revisions)")
+    print(f"  {summary['negatives']} drafts with mean rating <= {_params(args).sandbox.negative_max_score:g}, "
+          f"{summary['pairs']} realignment pairs, {summary['derived_rows']} training rows")
+    print("  records: artifacts/sandbox/interactions.jsonl; rows: artifacts/sandbox/feedback.jsonl "
+          "(ingested when sandbox.enabled is true: alignpipe run -S sandbox.enabled=true)")
+
+
 def cmd_adapter(args) -> None:
     from components.policy.policies import load_policies
     from components.registry import registry
@@ -259,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--source", required=True)
 
     stage = command("stage", cmd_stage, "run one pipeline stage (what dvc.yaml calls)")
-    stage.add_argument("name", choices=["params", "ingest", "reference", "cycles", "evaluate"])
+    stage.add_argument("name", choices=["params", "simulate", "ingest", "reference", "cycles", "evaluate"])
 
     evaluate = command("evaluate", cmd_evaluate, "held-out metrics of a model against the reference")
     evaluate.add_argument("--model", required=True, help="local model folder or MLflow URI (models:/alignpipe-policy@champion)")
@@ -292,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "user of policies.yaml with new feedback or a moved base")
     personal.add_argument("--owner", help="only this deployer or user")
     personal.add_argument("--root", default=".", help="project folder (default: current)")
+
+    simulate = command("simulate", cmd_simulate, "run the sandbox: agents draft, rate and revise; write validated "
+                       "interaction records and the training rows derived from them (artifacts/sandbox)")
+    simulate.add_argument("--root", default=".", help="project folder (default: current)")
 
     adapter = command("adapter", cmd_adapter, "list personal adapters, promote one or roll one back")
     adapter.add_argument("action", choices=["list", "promote", "rollback"])

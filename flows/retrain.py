@@ -35,11 +35,12 @@ from components.registry.tracking import ensure_experiment, log_finite_metrics
 from components.resolve import RESOLVED_PARAMS
 from flows.stage_runs import run_stage
 
-STAGE_ORDER = ("ingest", "reference", "cycles", "evaluate")
+STAGE_ORDER = ("simulate", "ingest", "reference", "cycles", "evaluate")
 DATASET_FILES = [stages.DATASET_DIR / name for name in ("manifest.json", stages.VALIDATION_REPORT, stages.DATA_CARD)]
 REFERENCE_FILES = [stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER]
 # each stage's JSON output, whose numbers become the stage run's metrics (files go to the parent run)
 STAGE_SUMMARIES = {
+    "simulate": stages.SANDBOX_DIR / "summary.json",
     "ingest": DATASET_FILES[0],
     "reference": REFERENCE_FILES[0],
     "cycles": stages.CYCLES_FILE,
@@ -79,6 +80,12 @@ def cycles_line(root: Path) -> str:
 
 def stage_summary(stage: str, root: Path) -> str:
     """What a stage produced, in one line for the flow's log."""
+    if stage == "simulate":
+        summary = root / STAGE_SUMMARIES["simulate"]
+        if not summary.exists():
+            return "sandbox disabled (sandbox.enabled: false)"
+        found = json.loads(summary.read_text())
+        return f"sandbox run {found['run_id']}: {found['drafts']} drafts, {found['derived_rows']} training rows derived"
     if stage == "ingest":
         manifest = read_manifest(root / stages.DATASET_DIR)
         return (f"dataset {manifest['version']}: {manifest['n_rows']} judgements, {manifest['items']['n']} items, "
