@@ -195,8 +195,8 @@ class SandboxParams:
     model: list[str] = field(default_factory=lambda: ["champion", "challenger"])
     rater: str = "memory"
     observer: str = "memory"
-    agents: int = 6
-    rounds: int = 3
+    agents: int = 8
+    rounds: int = 4
     grid: int = 4
     radius: int = 2
     raters: int = 3

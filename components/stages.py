@@ -48,6 +48,7 @@ CYCLES_FILE = ARTIFACTS / "cycles.json"
 METRICS_FILE = ARTIFACTS / "metrics.json"
 EVIDENCE_FILE = ARTIFACTS / "evidence.parquet"
 SANDBOX_DIR = ARTIFACTS / "sandbox"
+SIMULATE_STAGE_FILE = "stage.json"
 REFERENCE_POINTER = "reference.json"
 DATA_CARD = "data_card.md"
 VALIDATION_REPORT = "validation.json"
@@ -145,13 +146,15 @@ def sandbox_feedback(sandbox_dir: Path = SANDBOX_DIR) -> Path:
 
 def simulate(params: Params, out_dir: Path = SANDBOX_DIR) -> dict:
     """The sandbox when it is part of the pipeline (``sandbox.enabled``); otherwise its folder is
-    left as it is (a run of ``alignpipe simulate`` stays there, unused)."""
+    left as it is (a run of ``alignpipe simulate`` stays there, unused). ``stage.json`` says which."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not params.sandbox.enabled:
-        return {"enabled": False}
-    from components.sandbox.simulation import simulate as run_sandbox
+    summary = {"enabled": False}
+    if params.sandbox.enabled:
+        from components.sandbox.simulation import simulate as run_sandbox
 
-    return {"enabled": True, **run_sandbox(params, out_dir)}
+        summary = {"enabled": True, **run_sandbox(params, out_dir)}
+    _write_json(out_dir / SIMULATE_STAGE_FILE, summary)
+    return summary
 
 
 def global_items(items: pd.DataFrame) -> pd.DataFrame:

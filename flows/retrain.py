@@ -40,7 +40,7 @@ DATASET_FILES = [stages.DATASET_DIR / name for name in ("manifest.json", stages.
 REFERENCE_FILES = [stages.REFERENCE_DIR / "sft.json", stages.REFERENCE_DIR / stages.REFERENCE_POINTER]
 # each stage's JSON output, whose numbers become the stage run's metrics (files go to the parent run)
 STAGE_SUMMARIES = {
-    "simulate": stages.SANDBOX_DIR / "summary.json",
+    "simulate": stages.SANDBOX_DIR / stages.SIMULATE_STAGE_FILE,
     "ingest": DATASET_FILES[0],
     "reference": REFERENCE_FILES[0],
     "cycles": stages.CYCLES_FILE,
@@ -81,11 +81,10 @@ def cycles_line(root: Path) -> str:
 def stage_summary(stage: str, root: Path) -> str:
     """What a stage produced, in one line for the flow's log."""
     if stage == "simulate":
-        summary = root / STAGE_SUMMARIES["simulate"]
-        if not summary.exists():
+        found = json.loads((root / STAGE_SUMMARIES["simulate"]).read_text())
+        if not found["enabled"]:
             return "sandbox disabled (sandbox.enabled: false)"
-        found = json.loads(summary.read_text())
-        return f"sandbox run {found['run_id']}: {found['drafts']} drafts, {found['derived_rows']} training rows derived"
+        return f"sandbox run {found['run_id']}: {found['drafts']} drafts, {found['derived_rows']} training rows for ingest"
     if stage == "ingest":
         manifest = read_manifest(root / stages.DATASET_DIR)
         return (f"dataset {manifest['version']}: {manifest['n_rows']} judgements, {manifest['items']['n']} items, "
