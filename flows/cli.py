@@ -192,6 +192,15 @@ def cmd_simulate(args) -> None:
           "(ingested when sandbox.enabled is true: alignpipe run -S sandbox.enabled=true)")
 
 
+def cmd_model_server(args) -> None:
+    from components.sandbox.openai_server import serve
+
+    params = _params(args)
+    print(f"serving {args.model} over the OpenAI chat protocol at http://{args.host}:{args.port}/v1 "
+          f"(sandbox.model: http://{args.host}:{args.port}/v1); Ctrl-C stops", flush=True)
+    serve(args.model, args.host, args.port, params.reference.trust_remote_code, params.reference.dtype)
+
+
 def cmd_adapter(args) -> None:
     from components.policy.policies import load_policies
     from components.registry import registry
@@ -319,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = command("simulate", cmd_simulate, "run the sandbox: agents draft, rate and revise; write validated "
                        "interaction records and the training rows derived from them (artifacts/sandbox)")
     simulate.add_argument("--root", default=".", help="project folder (default: current)")
+
+    server = command("model-server", cmd_model_server, "serve a model folder or MLflow model URI over the OpenAI "
+                     "chat protocol, for the sandbox's HTTP backend")
+    server.add_argument("--model", required=True, help="model folder or models:/ URI")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8000)
 
     adapter = command("adapter", cmd_adapter, "list personal adapters, promote one or roll one back")
     adapter.add_argument("action", choices=["list", "promote", "rollback"])

@@ -20,7 +20,7 @@ import torch
 from components.data.records import render_turns
 from components.errors import UserError
 from components.modeling.sequences import sample_responses
-from components.sandbox.ratings import Rating, digit_token_ids, from_logits, from_top_logprobs
+from components.sandbox.ratings import DigitSpellings, Rating, digit_logps, from_digit_logps, from_top_logprobs
 
 Chat = list[dict[str, str]]
 
@@ -78,12 +78,8 @@ class HFBackend:
         return [tok.decode(group[0], skip_special_tokens=True).strip() for group in samples]
 
     @torch.inference_mode()
-    def rate(self, chats: list[Chat]) -> list[Rating]:
-        """Each chat's rating from the next-token distribution over 1..7, in one forward pass."""
-        if not chats:
-            return []
-        self._digits = self._digits or digit_token_ids(self.tokenizer)
-        prompts = [self.encode(chat, 1) for chat in chats]
+    def next_token_logps(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Log-probs of the token after each prompt ``[N, V]``, in one right-padded forward pass."""
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
@@ -92,7 +88,19 @@ class HFBackend:
             attention[row, : len(ids)] = 1
         logits = self.model(input_ids=input_ids.to(self.model.device), attention_mask=attention.to(self.model.device)).logits
         last = torch.tensor([len(p) - 1 for p in prompts], device=logits.device)
-        return from_logits(logits[torch.arange(len(prompts), device=logits.device), last], self._digits)
+        return torch.log_softmax(logits[torch.arange(len(prompts), device=logits.device), last].float(), dim=-1).cpu()
+
+    def rate(self, chats: list[Chat]) -> list[Rating]:
+        """Each chat's rating from the model's distribution over the digits it could answer with:
+        one batched forward pass, and a second for answers that start with a space token."""
+        if not chats:
+            return []
+        self._digits = self._digits or DigitSpellings.of(self.tokenizer)
+        prompts = [self.encode(chat, 2) for chat in chats]
+        first = self.next_token_logps(prompts)
+        space = self._digits.space
+        after_space = self.next_token_logps([p + [space] for p in prompts]) if space is not None else None
+        return from_digit_logps(digit_logps(first, self._digits, after_space))
 
 
 class HTTPBackend:

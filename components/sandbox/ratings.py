@@ -1,7 +1,8 @@
 """Ratings on the 1..7 scale as distributions, never parsed from free text.
 
-A language model's rating is its next-token distribution over the digits 1..7 after a rating
-prompt (both "5" and " 5" count where the tokenizer has them), renormalised over the seven:
+A language model's rating is its distribution over the digits 1..7 as the first thing it says
+after a rating prompt ("5", " 5", or a space and then "5", however the tokenizer spells it),
+renormalised over the seven:
 the expected score and the entropy come with it, and there is no reply that fails to parse.
 The official sandbox parsed free text and let unparseable replies become an "8" in the data.
 """
@@ -37,25 +38,44 @@ def from_probabilities(probabilities: torch.Tensor) -> Rating:
     return Rating(min(7, max(1, math.floor(expected + 0.5))), round(expected, 6), round(max(entropy, 0.0), 6))
 
 
-def digit_token_ids(tokenizer) -> list[list[int]]:
-    """For each digit 1..7, the single tokens that spell it ("5", " 5"); a tokenizer that spells a
-    digit with none cannot rate, and says so."""
-    ids = []
-    for digit in SCALE:
-        found = sorted({tokens[0] for text in (str(digit), f" {digit}")
-                        if len(tokens := tokenizer(text, add_special_tokens=False)["input_ids"]) == 1})
-        if not found:
-            raise ValueError(f"the tokenizer has no single token for the digit {digit}: it cannot rate on 1..7")
-        ids.append(found)
-    return ids
+@dataclass(frozen=True)
+class DigitSpellings:
+    """How a tokenizer can start an answer with each digit: the digit's own token, the digit
+    with a leading space as one token, and the space token (digit after it, e.g. Llama's "▁", "5")."""
+
+    plain: list[int | None]
+    spaced: list[int | None]
+    space: int | None
+
+    @classmethod
+    def of(cls, tokenizer) -> "DigitSpellings":
+        def single(text: str) -> int | None:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            return ids[0] if len(ids) == 1 else None
+
+        found = cls([single(str(d)) for d in SCALE], [single(f" {d}") for d in SCALE], single(" "))
+        for digit, plain, spaced in zip(SCALE, found.plain, found.spaced):
+            if plain is None and spaced is None:
+                raise ValueError(f"the tokenizer has no single token for the digit {digit}: it cannot rate on 1..7")
+        return found
 
 
-def from_logits(logits: torch.Tensor, digit_ids: list[list[int]]) -> list[Rating]:
-    """Ratings from next-token logits ``[N, V]``: each digit's probability (summed over its
-    spellings), renormalised over the seven digits."""
-    logps = torch.log_softmax(logits.float(), dim=-1)
-    per_digit = torch.stack([torch.logsumexp(logps[:, ids], dim=-1) for ids in digit_ids], dim=-1)
-    return [from_probabilities(row) for row in torch.softmax(per_digit, dim=-1)]
+def digit_logps(first: torch.Tensor, spellings: DigitSpellings, after_space: torch.Tensor | None = None) -> torch.Tensor:
+    """``[N, 7]`` log-probabilities that an answer starts with each digit, summed over its
+    spellings: ``first`` are next-token log-probs ``[N, V]``; ``after_space`` the log-probs after
+    the space token (when the tokenizer has one), for digits written as space, then digit."""
+    columns = []
+    for plain, spaced in zip(spellings.plain, spellings.spaced):
+        terms = [first[:, i] for i in (plain, spaced) if i is not None]
+        if plain is not None and spellings.space is not None and after_space is not None:
+            terms.append(first[:, spellings.space] + after_space[:, plain])
+        columns.append(torch.logsumexp(torch.stack(terms, dim=-1), dim=-1))
+    return torch.stack(columns, dim=-1)
+
+
+def from_digit_logps(per_digit: torch.Tensor) -> list[Rating]:
+    """Ratings from ``[N, 7]`` digit log-probabilities, renormalised over the seven digits."""
+    return [from_probabilities(row) for row in torch.softmax(per_digit.double(), dim=-1)]
 
 
 def from_top_logprobs(top: dict[str, float]) -> Rating | None:
