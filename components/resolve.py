@@ -36,7 +36,7 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
     file holding its name, and no owner source a file saying so, so that changing either still
     changes the dependency."""
     inputs_dir.mkdir(parents=True, exist_ok=True)
-    named = {"withdrawals": ("data.withdrawals", params.data.withdrawals), "policies": ("tiers.policies", params.tiers.policies)}
+    named = {}
     if isinstance(params.data.source, str):
         named["data_source"] = ("data.source", params.data.source)
     else:   # a list: a folder of numbered links, which DVC hashes through
@@ -44,6 +44,7 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
         folder.mkdir()
         for index, location in enumerate(params.data.source):
             named[f"data_source/{index}-{Path(location).name}"] = (f"data.source[{index}]", location)
+    named |= {"withdrawals": ("data.withdrawals", params.data.withdrawals), "policies": ("tiers.policies", params.tiers.policies)}
     if params.data.owner_source:
         named["owner_source"] = ("data.owner_source", params.data.owner_source)
     else:

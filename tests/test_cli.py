@@ -72,6 +72,24 @@ def test_the_params_stage_resolves_file_and_overrides_and_links_the_inputs(tmp_p
     assert (tmp_path / "artifacts/inputs/data_source").read_text() == "{}\n"
 
 
+def test_a_list_of_sources_is_linked_as_one_folder_dvc_hashes_through(tmp_path, monkeypatch):
+    from components.params import load_params
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("human.jsonl", "more.jsonl", "withdrawals.txt"):
+        (tmp_path / "data" / name).write_text("{}\n")
+    params = load_params(write_params(tmp_path), {"data.source": ["data/human.jsonl", "data/more.jsonl"]})
+    assert params.data.sources() == ["data/human.jsonl", "data/more.jsonl"]
+    link_inputs(params, tmp_path / "inputs")
+    linked = sorted((tmp_path / "inputs" / "data_source").iterdir())
+    assert [p.name for p in linked] == ["0-human.jsonl", "1-more.jsonl"]
+    assert [p.resolve() for p in linked] == [(tmp_path / "data" / n).resolve() for n in ("human.jsonl", "more.jsonl")]
+    with pytest.raises(ParamsError, match=r"data.source\[1\]: data/gone.jsonl not found"):
+        link_inputs(load_params(write_params(tmp_path), {"data.source": ["data/human.jsonl", "data/gone.jsonl"]}),
+                    tmp_path / "inputs")
+
+
 def test_a_missing_data_source_stops_the_params_stage_naming_the_setting(tmp_path, monkeypatch):
     from components.params import load_params
 

@@ -190,4 +190,5 @@ def test_an_edit_not_yet_resolved_names_the_stages_it_will_make_stale(tmp_path):
         assert pending_changes(tmp_path, Params()) == {}
         edited = dataclasses.replace(Params(), seed=1, cycles=dataclasses.replace(Params().cycles, count=3))
         pending = pending_changes(tmp_path, edited)
-    assert pending == {"reference": ["seed"], "cycles": ["seed", "cycles.count"], "evaluate": ["seed"]}
+    assert pending == {"simulate": ["seed"], "reference": ["seed"], "cycles": ["seed", "cycles.count"],
+                       "evaluate": ["seed"]}
