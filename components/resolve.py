@@ -32,8 +32,8 @@ def _replace(path: Path) -> Path:
 
 def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]:
     """Point ``inputs_dir/{data_source,owner_source,withdrawals,policies,reference_model}`` at
-    what the params name (``data_source`` a folder of links when ``data.source`` is a list). A reference that is not a local folder (``tiny``, a hub id) becomes a
-    file holding its name, and no owner source a file saying so, so that changing either still
+    what the params name (``data_source`` a folder of links when ``data.source`` is a list). A
+    reference that is not a local folder (``tiny``, a hub id) becomes a file holding its name, and no owner source a file saying so, so that changing either still
     changes the dependency."""
     inputs_dir.mkdir(parents=True, exist_ok=True)
     named = {}

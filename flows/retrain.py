@@ -102,7 +102,7 @@ def stage_summary(stage: str, root: Path) -> str:
 def record_run(params: Params, root: Path) -> None:
     """The parent run as a reviewer's record: dataset input, dataset files, params used,
     metrics with intervals, per-pair evidence, cycles and every plot."""
-    log_dataset_input(root / stages.DATASET_DIR, params.data.source)
+    log_dataset_input(root / stages.DATASET_DIR, params.data.sources()[0])  # the manifest lists every source
     log_outputs(root, {"dataset": DATASET_FILES, "reference": REFERENCE_FILES, "evidence": [stages.EVIDENCE_FILE],
                        "": [RESOLVED_PARAMS, stages.METRICS_FILE, stages.CYCLES_FILE]})
     for plot in plot_files(root / stages.PLOTS_DIR):

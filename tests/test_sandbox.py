@@ -249,6 +249,18 @@ def test_other_settings_start_a_new_run_instead_of_mixing_logs(tiny_model_dir, t
     assert simulation.prepare(changed, tmp_path) == [1, 2]
 
 
+def test_the_agents_model_can_rate_from_its_digit_distribution(tiny_model_dir, tmp_path):
+    summary = simulation.simulate(small_sandbox(tiny_model_dir, **{"sandbox.rater": "agent", "sandbox.rounds": 1}), tmp_path)
+    records = read_records(tmp_path / "interactions.jsonl")
+    assert summary["backends"]["rater"] == str(tiny_model_dir)
+    assert all(r["score"] in range(1, 8) and r["feedback"] is not None for x in records for r in x["ratings"])
+
+
+def test_the_observer_may_not_be_the_agents_own_model(tiny_model_dir):
+    with pytest.raises(SandboxError, match="the observer must not be the agents' own model"):
+        simulation.open_sandbox(small_sandbox(tiny_model_dir, **{"sandbox.observer": "agent"}))
+
+
 def test_no_agent_model_is_a_clear_error(tmp_path):
     params = small_sandbox(tmp_path / "missing", **{"sandbox.model": ["no-such-alias"]})
     with pytest.raises(SandboxError, match=r"sandbox.model: none of \['no-such-alias'\] exists"):

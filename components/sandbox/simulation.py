@@ -122,9 +122,11 @@ def agent_model(params: Params) -> str:
 def open_sandbox(params: Params) -> Sandbox:
     """Load sources, backends and starting memories; the run id hashes everything that shapes it."""
     s, ref = params.sandbox, params.reference
-    if s.observer == "agent":
-        raise SandboxError("sandbox.observer: the observer must not be the agents' own model (memory, or another model)")
     location = agent_model(params)
+    observer_location = {"memory": "", "agent": location}.get(s.observer) or resolve_model(params, s.observer) or s.observer
+    if observer_location == location:
+        raise SandboxError(f"sandbox.observer: {s.observer!r} is {location}, the agents' own model; the observer must "
+                           "not be the agents' own model (memory, or another model)")
     agents = place_agents(s, params.seed)
     questions, known = question_pool(s.questions), memory_pairs(s.memories)
     embed = embedder(s.retrieval)
@@ -139,8 +141,7 @@ def open_sandbox(params: Params) -> Sandbox:
     if s.observer == "memory":
         observer = MemoryRater(_labelled(embed, "observer", known, s.memories_per_agent, params.seed), "observer")
     else:
-        observer = LMRater(open_backend(resolve_model(params, s.observer) or s.observer, ref.trust_remote_code, ref.dtype),
-                           "observer")
+        observer = LMRater(open_backend(observer_location, ref.trust_remote_code, ref.dtype), "observer")
     versions = {"agent": backend.version, "rater": next(iter(raters.values())).version, "observer": observer.version}
     settings = {k: v for k, v in params.to_dict()["sandbox"].items() if k != "enabled"}
     run_id = settings_hash({"sandbox": settings, "seed": params.seed, "backends": versions, "templates": template_hashes(),
