@@ -122,7 +122,7 @@ def cost(backend: HFBackend, questions: list[str], agents: int, raters: int, new
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--agents", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--sft-steps", type=int, default=1200)
     parser.add_argument("--steps", type=int, default=150, help="relearn steps for every training run")

@@ -62,14 +62,11 @@ class Sandbox:
                  for a, found, q in zip(self.agents, recalled, asked)]
         drafts = self.backend.generate(chats, s.max_new_tokens, s.temperature, seed)
         ratings = {a.id: [] for a in self.agents}
-        for rater_id, rater in self.raters.items():   # one call per rater: all the drafts it rates
-            rated = [i for i, a in enumerate(self.agents) if rater_id in self._rater_ids(a)]
-            if not rated:
-                continue
-            questions, answers = [asked[i].text for i in rated], [drafts[i] for i in rated]
+        for rater, requests in self._rating_batches().values():
+            questions, answers = [asked[i].text for _, i in requests], [drafts[i] for _, i in requests]
             scores = rater.rate(questions, answers)
             feedback = rater.feedback(questions, answers, scores, seed)
-            for i, score, text in zip(rated, scores, feedback):
+            for (rater_id, i), score, text in zip(requests, scores, feedback):
                 ratings[self.agents[i].id].append({"rater": rater_id, **score.as_dict(), "feedback": text})
         revise = [revise_chat(chat, draft, mean(r["score"] for r in ratings[a.id]), [r["feedback"] for r in ratings[a.id]])
                   for chat, draft, a in zip(chats, drafts, self.agents)]
@@ -84,8 +81,16 @@ class Sandbox:
             "backends": self.versions, "templates": template_hashes(), "seed": self.params.seed,
         } for i, (a, q, found, draft, revision) in enumerate(zip(self.agents, asked, recalled, drafts, revisions))]
 
-    def _rater_ids(self, agent: Agent) -> list[str]:
-        return [r.id for r in raters_of(agent, self.agents, self.settings)]
+    def _rating_batches(self) -> dict[int, tuple[LMRater | MemoryRater, list[tuple[str, int]]]]:
+        """(rater id, agent position) requests, grouped so that each group is one call: every
+        rating of raters sharing a model in one forward pass; a memory rater's own in one."""
+        batches = {}
+        for position, agent in enumerate(self.agents):
+            for neighbour in raters_of(agent, self.agents, self.settings):
+                rater = self.raters[neighbour.id]
+                key = id(rater.backend) if isinstance(rater, LMRater) else id(rater)
+                batches.setdefault(key, (rater, []))[1].append((neighbour.id, position))
+        return batches
 
     def remember(self, records: list[dict]) -> None:
         """Each agent keeps its question with the answer the observer liked better, its mean rating
