@@ -74,6 +74,16 @@ def test_a_tiny_model_rates_every_answer_in_one_pass(tiny_model_dir):
     assert ratings[0] == backend.rate(chats[:1])[0]  # padding in the batch changes nothing
 
 
+def test_chats_use_the_tokenizers_chat_template_and_the_hh_shape_without_one(tiny_model_dir):
+    chat = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi?"}]
+    plain = HFBackend(str(tiny_model_dir))
+    assert plain.tokenizer.decode(plain.encode(chat, 4)) == "Be kind.\n\nHuman: Hi?\n\nAssistant:"
+    templated = HFBackend(str(tiny_model_dir))
+    templated.tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+                                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    assert templated.tokenizer.decode(templated.encode(chat, 4)) == "<system>Be kind.\n<user>Hi?\n<assistant>"
+
+
 # --- memory -------------------------------------------------------------------------------------
 
 ENTRIES = [MemoryEntry("a", "How do I bake sourdough bread at home?", "Feed a starter."),
