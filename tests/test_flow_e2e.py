@@ -200,7 +200,7 @@ def test_every_stage_is_tracked_and_the_summary_shows_intervals(first_run, prefe
     run_info = mlflow.get_run(first_run.run_id)
     children = mlflow.search_runs(experiment_ids=[run_info.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{first_run.run_id}'")
-    assert set(children["tags.mlflow.runName"]) == {"ingest", "reference", "cycles", "evaluate"}
+    assert set(children["tags.mlflow.runName"]) == {"simulate", "ingest", "reference", "cycles", "evaluate"}
     assert run_info.data.metrics["separation_ci_low"] > 0 and run_info.data.metrics["gate.passed"] == 1.0
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-summary"])))
