@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -136,8 +137,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     bench = planted.Bench(args)
     print(f"SFT reference: {bench.sft_seconds:.0f} s; test marker rate {bench.before['test']['marker_rate']:.3f}")
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    # a fixed folder, not a random temporary name: the model's location is part of the sandbox's
+    # run id, which seeds memory ids and so retrieval ties; a random path would change the run
+    scratch = Path(tempfile.gettempdir()) / f"alignpipe-sandbox-benchmark-seed{ours.seed}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
         save_model(bench.reference, bench.tokenizer, scratch / "reference")
         write_labelled_pairs(args, scratch / "pairs.jsonl")
         params = load_params(REPO / "params.yaml", {
@@ -169,6 +173,8 @@ def main(argv=None) -> int:
         costs = cost(HFBackend(str(scratch / "reference")), questions, ours.cost_agents, params.sandbox.raters,
                      args.max_response_tokens)
         print(f"(c) cost: {json.dumps(costs)}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     result = {"seed": ours.seed, "machine": "2-core CPU" if torch.get_num_threads() <= 2 else f"{torch.get_num_threads()} threads",
               "simulate_seconds": sim_seconds, "total_seconds": time.perf_counter() - started,
               "quality": {k: v for k, v in quality.items() if k != "backends"}, "ground_truth": truth,
