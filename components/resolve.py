@@ -30,11 +30,23 @@ def _replace(path: Path) -> Path:
     return path
 
 
+def link_files(named: dict[str, tuple[str, str]], inputs_dir: Path) -> dict[str, str]:
+    """``inputs_dir/NAME`` → each file ``named`` maps to ``(setting, location)``; a missing one
+    stops the run naming its setting."""
+    links = {}
+    for name, (key, location) in named.items():
+        if not Path(location).exists():
+            raise ParamsError(f"{key}: {location} not found (paths are relative to the project folder)")
+        _replace(inputs_dir / name).symlink_to(Path(location).resolve())
+        links[name] = str(Path(location).resolve())
+    return links
+
+
 def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]:
     """Point ``inputs_dir/{data_source,owner_source,withdrawals,policies,reference_model}`` at
     what the params name (``data_source`` a folder of links when ``data.source`` is a list). A
-    reference that is not a local folder (``tiny``, a hub id) becomes a file holding its name, and no owner source a file saying so, so that changing either still
-    changes the dependency."""
+    reference that is not a local folder (``tiny``, a hub id) becomes a file holding its name,
+    and no owner source a file saying so, so that changing either still changes the dependency."""
     inputs_dir.mkdir(parents=True, exist_ok=True)
     named = {}
     if isinstance(params.data.source, str):
@@ -49,12 +61,7 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
         named["owner_source"] = ("data.owner_source", params.data.owner_source)
     else:
         _replace(inputs_dir / "owner_source").write_text("none\n")
-    links = {}
-    for name, (key, location) in named.items():
-        if not Path(location).exists():
-            raise ParamsError(f"{key}: {location} not found (paths are relative to the project folder)")
-        _replace(inputs_dir / name).symlink_to(Path(location).resolve())
-        links[name] = str(Path(location).resolve())
+    links = link_files(named, inputs_dir)
     links.update(link_sandbox(params, inputs_dir))
     reference = params.reference.model
     if Path(reference).is_dir():
@@ -76,13 +83,8 @@ def link_sandbox(params: Params, inputs_dir: Path) -> dict[str, str]:
         return {}
     from components.sandbox.simulation import agent_model   # reads the registry: only when enabled
 
-    links = {}
-    for name, key, location in (("sandbox_questions", "sandbox.questions", params.sandbox.questions),
-                                ("sandbox_memories", "sandbox.memories", params.sandbox.memories)):
-        if not Path(location).exists():
-            raise ParamsError(f"{key}: {location} not found (paths are relative to the project folder)")
-        _replace(inputs_dir / name).symlink_to(Path(location).resolve())
-        links[name] = str(Path(location).resolve())
+    links = link_files({"sandbox_questions": ("sandbox.questions", params.sandbox.questions),
+                        "sandbox_memories": ("sandbox.memories", params.sandbox.memories)}, inputs_dir)
     links["sandbox_model"] = agent_model(params)
     _replace(inputs_dir / "sandbox_model").write_text(links["sandbox_model"] + "\n")
     return links

@@ -102,12 +102,7 @@ def cmd_run(args) -> None:
 
     named, overrides = params_choice(args)
     state = retrain(root=args.root, params_file=named, overrides=overrides, return_state=True)
-    if state.is_failed():
-        crash = state.result(raise_on_failure=False)
-        if isinstance(crash, BaseException):
-            raise crash  # a bug: Prefect has logged its traceback; exit 1
-        raise RunStopped(state.message)
-    result = state.result()
+    result = flow_result(state)
     name = result.model_name
     if result.gate is None:
         print(f"\nalignpipe: {result.skipped}")
@@ -125,6 +120,17 @@ def cmd_run(args) -> None:
 
 class RunStopped(UserError):
     """The flow stopped on a user error; its lines were logged once, above."""
+
+
+def flow_result(state):
+    """A finished flow run's result; a user error it logged becomes :class:`RunStopped` (exit 2),
+    a bug its exception (Prefect has logged the traceback; exit 1)."""
+    if state.is_failed():
+        crash = state.result(raise_on_failure=False)
+        if isinstance(crash, BaseException):
+            raise crash
+        raise RunStopped(state.message)
+    return state.result()
 
 
 def where_to_look(model_name: str, champion: str | None, run_id: str) -> str:
@@ -156,12 +162,7 @@ def cmd_personalize(args) -> None:
     runner = ThreadPoolTaskRunner(max_workers=max(1, _params(args).tiers.concurrency))
     state = personalize.with_options(task_runner=runner)(root=args.root, params_file=named, overrides=overrides,
                                                          owner=args.owner, return_state=True)
-    if state.is_failed():
-        crash = state.result(raise_on_failure=False)
-        if isinstance(crash, BaseException):
-            raise crash
-        raise RunStopped(state.message)
-    outcomes = state.result()
+    outcomes = flow_result(state)
     print("\nalignpipe personalize:")
     for outcome in outcomes:
         print(f"  {outcome.line()}")
@@ -175,12 +176,7 @@ def cmd_simulate(args) -> None:
 
     named, overrides = params_choice(args)
     state = simulate(root=args.root, params_file=named, overrides=overrides, return_state=True)
-    if state.is_failed():
-        crash = state.result(raise_on_failure=False)
-        if isinstance(crash, BaseException):
-            raise crash
-        raise RunStopped(state.message)
-    summary = state.result()
+    summary = flow_result(state)
     print(f"\nalignpipe simulate: run {summary['run_id']}: {summary['drafts']} drafts by {summary['agents']} agents "
           f"over {summary['rounds']} rounds")
     for row in summary["by_round"]:

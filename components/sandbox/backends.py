@@ -12,9 +12,12 @@ A chat is a list of ``{"role", "content"}`` messages, the first one the persona 
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import Protocol
 
+import httpx
 import torch
 
 from components.data.records import render_turns
@@ -45,16 +48,34 @@ def render_hh(chat: Chat) -> str:
 
 
 class HFBackend:
+    """Loaded on first use: a run whose rounds are all logged already never loads the model."""
+
     def __init__(self, location: str, trust_remote_code: bool = False, dtype: str = "float32"):
-        from components.modeling.models import load_model, load_tokenizer
+        self.version = location
+        self.trust_remote_code, self.dtype = trust_remote_code, dtype
+        self._digits = None
+
+    @cached_property
+    def model(self):
+        from components.modeling.models import load_model
+
+        return load_model(self.folder, self.trust_remote_code, self.dtype)
+
+    @cached_property
+    def tokenizer(self):
+        from components.modeling.models import load_tokenizer
+
+        return load_tokenizer(self.folder, self.trust_remote_code)
+
+    @cached_property
+    def folder(self):
         from components.registry.registry import local_model_dir
 
-        folder = local_model_dir(location)
-        self.version = location
-        self.model = load_model(folder, trust_remote_code, dtype)
-        self.tokenizer = load_tokenizer(folder, trust_remote_code)
-        self.positions = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
-        self._digits = None
+        return local_model_dir(self.version)
+
+    @property
+    def positions(self) -> int:
+        return getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
 
     def encode(self, chat: Chat, room: int) -> list[int]:
         """Token ids of a chat ready for the answer, its oldest tokens cut so that ``room`` new
@@ -108,10 +129,6 @@ class HTTPBackend:
     wants one, comes from $OPENAI_API_KEY and is never logged."""
 
     def __init__(self, base_url: str, model: str = "", timeout: float = 120.0, workers: int = 8):
-        import os
-
-        import httpx
-
         self.base_url = base_url.rstrip("/")
         key = os.environ.get("OPENAI_API_KEY", "")
         self.client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
@@ -120,8 +137,6 @@ class HTTPBackend:
         self.version = f"{self.base_url}#{self.model}"
 
     def _post(self, path: str, body: dict) -> dict:
-        import httpx
-
         try:
             response = self.client.post(self.base_url + path, json=body)
             response.raise_for_status()
@@ -130,8 +145,6 @@ class HTTPBackend:
         return response.json()
 
     def _first_model(self) -> str:
-        import httpx
-
         try:
             models = self.client.get(self.base_url + "/models").json()["data"]
         except (httpx.HTTPError, KeyError, ValueError) as err:

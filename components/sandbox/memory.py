@@ -51,21 +51,29 @@ def embedder(retrieval: str):
 class Memory:
     """An append-only store of entries with vectors of their questions (an agent's memory) or of
     their answers (``by_answer``: a rater's labelled memory, asked "is this answer like one I
-    know as bad?")."""
+    know as bad?"). Vectors are computed when first needed, one batch per ``add``, so a run
+    whose rounds are all logged already embeds nothing."""
 
     def __init__(self, embed, by_answer: bool = False):
         self.embed = embed
         self.by_answer = by_answer
         self.entries: list[MemoryEntry] = []
-        self.vectors = torch.zeros(0, 0)
+        self._vectors = torch.zeros(0, 0)
+        self._pending: list[list[MemoryEntry]] = []
 
     def add(self, entries: list[MemoryEntry]) -> None:
-        """Add entries, embedded as one batch."""
-        if not entries:
-            return
-        vectors = self.embed([e.answer if self.by_answer else e.question for e in entries])
-        self.vectors = vectors if not self.entries else torch.cat([self.vectors, vectors])
-        self.entries.extend(entries)
+        """Add entries, to be embedded as one batch."""
+        if entries:
+            self.entries.extend(entries)
+            self._pending.append(entries)
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        if self._pending:
+            batches = [self.embed([e.answer if self.by_answer else e.question for e in b]) for b in self._pending]
+            self._vectors = torch.cat(([self._vectors] if self._vectors.numel() else []) + batches)
+            self._pending = []
+        return self._vectors
 
     def nearest(self, query: torch.Tensor, k: int, min_similarity: float = -1.0) -> list[tuple[MemoryEntry, float]]:
         """The ``k`` entries nearest to one query vector, at least ``min_similarity`` close."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.errors import UserError
-from components.validation.suite import gx, quiet_context
+from components.validation.suite import gx, quiet_context, tagged
 
 SUITE_NAME = "sandbox_interactions"
 REQUIRED = ("run_id", "round", "agent", "question_id", "question", "draft", "revision", "rater", "feedback",
@@ -43,10 +43,6 @@ def flatten(records: list[dict], file: str) -> pd.DataFrame:
 
 def expectations() -> list:
     E = gx.expectations
-
-    def tagged(rule, expectation, **kwargs):
-        return expectation(meta={"rule": rule}, **kwargs)
-
     return [
         *(tagged("required_field", E.ExpectColumnValuesToNotBeNull, column=c) for c in REQUIRED),
         tagged("has_ratings", E.ExpectColumnValuesToBeBetween, column="n_ratings", min_value=1),

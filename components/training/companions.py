@@ -2,8 +2,9 @@
 
 D2O's anchors are the model's own samples (``anchors.py``); DPO's companion is the paired
 chosen response; KTO's is a mismatched (prompt, response) pair from the same data, whose
-policy-minus-reference log-prob estimates the KL term z0; Stable Alignment's are the other rated responses to the same
-prompt. Reference log-probs are computed here once, so training never runs the reference.
+policy-minus-reference log-prob estimates the KL term z0; Stable Alignment's are the other rated
+responses to the same prompt. Reference log-probs are computed here once, so training never runs
+the reference.
 """
 
 from __future__ import annotations

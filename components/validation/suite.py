@@ -122,22 +122,22 @@ def build_suite(rules: ValidationParams) -> gx.ExpectationSuite:
     E = gx.expectations
     max_chars = {"prompt": rules.max_prompt_chars, "response": rules.max_response_chars}
     expectations = [
-        *(_tagged("required_field", E.ExpectColumnValuesToNotBeNull, column=c) for c in REQUIRED_COLUMNS),
-        *(_tagged("non_empty_text", E.ExpectColumnValuesToMatchRegex, column=c, regex=r"\S") for c in TEXT_COLUMNS),
+        *(tagged("required_field", E.ExpectColumnValuesToNotBeNull, column=c) for c in REQUIRED_COLUMNS),
+        *(tagged("non_empty_text", E.ExpectColumnValuesToMatchRegex, column=c, regex=r"\S") for c in TEXT_COLUMNS),
         *(
-            _tagged("max_length", E.ExpectColumnValueLengthsToBeBetween, column=c, max_value=max_chars[c])
+            tagged("max_length", E.ExpectColumnValueLengthsToBeBetween, column=c, max_value=max_chars[c])
             for c in TEXT_COLUMNS
         ),
-        _tagged("duplicate", E.ExpectColumnValuesToBeUnique, column="id"),
-        _tagged("label_domain", E.ExpectColumnValuesToBeInSet, column="label", value_set=list(LABELS)),
-        _tagged("row_count", E.ExpectTableRowCountToBeBetween, min_value=rules.min_rows),
+        tagged("duplicate", E.ExpectColumnValuesToBeUnique, column="id"),
+        tagged("label_domain", E.ExpectColumnValuesToBeInSet, column="label", value_set=list(LABELS)),
+        tagged("row_count", E.ExpectTableRowCountToBeBetween, min_value=rules.min_rows),
         # _holdable turns lone surrogates into NUL, so this one pattern catches both.
         *(
-            _tagged("encodable_text", E.ExpectColumnValuesToNotMatchRegex, column=c, regex=r"\x00")
+            tagged("encodable_text", E.ExpectColumnValuesToNotMatchRegex, column=c, regex=r"\x00")
             for c in TEXT_COLUMNS
         ),
         # a rating is optional (null passes); one that is there lies on the 1..7 scale
-        _tagged("rating_range", E.ExpectColumnValuesToBeBetween, column="rating", min_value=1, max_value=7),
+        tagged("rating_range", E.ExpectColumnValuesToBeBetween, column="rating", min_value=1, max_value=7),
     ]
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     for expectation in expectations:
@@ -145,7 +145,8 @@ def build_suite(rules: ValidationParams) -> gx.ExpectationSuite:
     return suite
 
 
-def _tagged(rule: str, expectation: type, **kwargs) -> gx.expectations.Expectation:
+def tagged(rule: str, expectation: type, **kwargs) -> gx.expectations.Expectation:
+    """An expectation that carries the rule it checks, so a failure can name the rule."""
     return expectation(meta={"rule": rule}, **kwargs)
 
 
