@@ -23,12 +23,15 @@ def safe_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def artifact_root() -> str:
-    """Where new experiments keep artifacts: absolute, under the state dir.
+def artifact_root() -> str | None:
+    """Where new experiments keep artifacts: absolute, under the state dir; None (the
+    server's proxied store) when the tracking URI is a server.
 
     MLflow's default artifact root is relative to the working directory, so runs started from
     different folders would scatter artifacts; an explicit location avoids that.
     """
+    if mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        return None
     return (state_dir() / "mlartifacts").as_uri()
 
 
