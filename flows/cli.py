@@ -241,6 +241,43 @@ def cmd_serve(args) -> None:
         serve(deployed, after)
 
 
+def cmd_services(args) -> None:
+    from components.services.stack import DEPLOYMENT, Ports, Stack, client_exports
+
+    ports = Ports(args.postgres_port, args.mlflow_port, args.prefect_port) if args.action == "up" else None
+    stack = Stack.here(ports)
+    if args.action == "down":
+        stopped = stack.stop()
+        if args.purge:
+            stack.purge()
+        print(f"alignpipe services: stopped {', '.join(stopped) or 'nothing (none was running)'}"
+              f"{f'; removed {stack.folder}' if args.purge else ''}")
+        return
+    if args.action == "up":
+        started = stack.start_backends()
+        os.environ.update(client_exports(stack))  # before Prefect is first imported: it reads the URL then
+        from flows.team import deploy_retrain
+
+        named, overrides = params_choice(args)
+        deploy_retrain(stack, Path(args.root).resolve(), named, overrides)
+        if stack.start_worker():
+            started.append("worker")
+        print(f"alignpipe services: started {', '.join(started) or 'nothing (all were running)'}; "
+              f"deployment {DEPLOYMENT} (concurrency limit 1) on work pool 'alignpipe'")
+    state = stack.status()
+    print("\n".join(f"  {name:9} {found}" for name, found in state.items()))
+    print(f"  state:    {stack.folder} (logs in logs/; passwords only in pgpass, mode 0600)")
+    print("point a client at them (no credential in either URL):")
+    print("\n".join(f"  export {name}={value}" for name, value in client_exports(stack).items()))
+    print(f"run retrain through the worker:  prefect deployment run {DEPLOYMENT}")
+    if args.action == "status" and any(found != "running" for found in state.values()):
+        raise ServiceDown(f"not every service is running (alignpipe services up starts them; logs: {stack.folder / 'logs'})")
+
+
+class ServiceDown(UserError):
+    """``services status`` found a service stopped or not answering."""
+
+
 def cmd_promote(args) -> None:
     from components.registry import registry
 
@@ -254,6 +291,17 @@ def cmd_rollback(args) -> None:
 
     name = _params(args).registry.model_name
     print(f"{name}@champion -> v{registry.rollback(name)}")
+
+
+def count_or_all(text: str) -> int:
+    """A whole number >= 0 (0: all), for argparse: a negative count would silently drop rows."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: all), got {number}")
+    return number
 
 
 def _params_options(suppress: bool) -> argparse.ArgumentParser:
@@ -295,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "are quarantined as at ingest, every other pair is scored")
     evaluate.add_argument("--out", default="metrics.json", help="metrics file; per-pair evidence goes beside it "
                           "as <name>-evidence.parquet (default: %(default)s)")
-    evaluate.add_argument("--max-pairs", type=int, default=0, help="score only the first N pairs (default: all)")
+    evaluate.add_argument("--max-pairs", type=count_or_all, default=0, help="score only the first N pairs (default: all)")
     evaluate.add_argument("--reference", default="artifacts/reference", help="reference folder (default: %(default)s)")
 
     run = command("run", cmd_run, "run the retrain flow once (stages, gate, register, promote)")
@@ -315,6 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", default="promoted by hand")
 
     command("rollback", cmd_rollback, "move the champion alias back to the previous champion")
+
+    services = command("services", cmd_services, "start, stop or check the team's services on loopback: "
+                       "PostgreSQL, an MLflow server and a Prefect server on it, a worker running retrain")
+    services.add_argument("action", choices=["up", "down", "status"])
+    services.add_argument("--root", default=".", help="project whose retrain the worker runs (default: current)")
+    services.add_argument("--postgres-port", type=int, default=5433)
+    services.add_argument("--mlflow-port", type=int, default=5000)
+    services.add_argument("--prefect-port", type=int, default=4200)
+    services.add_argument("--purge", action="store_true", help="down: also delete their state (database, artifacts, logs)")
 
     personal = command("personalize", cmd_personalize, "train and gate a personal adapter for every deployer and "
                        "user of policies.yaml with new feedback or a moved base")
