@@ -129,6 +129,7 @@ class CycleGateParams:
 @dataclass(frozen=True)
 class CyclesParams:
     count: int = 2
+    checkpoint_steps: int = 0   # a resumable relearn checkpoint every this many steps (0: off)
     forget: ForgetParams = field(default_factory=ForgetParams)
     anchors: AnchorParams = field(default_factory=AnchorParams)
     relearn: RelearnParams = field(default_factory=RelearnParams)

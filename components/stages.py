@@ -21,6 +21,7 @@ from components.data.dataset import assign_splits, build_manifest, read_items, w
 from components.data.quarantine import summarise
 from components.data.readers import read_sources
 from components.data.records import pairs, to_frame
+from components.atomic import replaced_folder, write_text
 from components.errors import UserError
 from components.evaluation.evidence import flat_metrics, metric_intervals
 from components.evaluation.intervals import BootstrapSettings
@@ -34,6 +35,7 @@ from components.policy.data_card import render_data_card
 from components.policy.policies import load_policies
 from components.policy.tiers import assign_tiers, reclassify
 from components.training.cycles import run_cycles
+from components.training.resume import WorkFolder, folder_digest
 from components.training.sft import supervised_finetune
 from components.training.step_log import StepLog
 from components.validation.agreement import alpha_text, check_min_agreement, measure
@@ -45,6 +47,7 @@ DATASET_DIR = ARTIFACTS / "dataset"
 REFERENCE_DIR = ARTIFACTS / "reference"
 POLICY_DIR = ARTIFACTS / "policy"
 CYCLES_FILE = ARTIFACTS / "cycles.json"
+CYCLES_WORK_DIR = ARTIFACTS / ".cycles-work"   # resumable state of a cycles stage under way (not an output)
 METRICS_FILE = ARTIFACTS / "metrics.json"
 EVIDENCE_FILE = ARTIFACTS / "evidence.parquet"
 SANDBOX_DIR = ARTIFACTS / "sandbox"
@@ -55,8 +58,7 @@ VALIDATION_REPORT = "validation.json"
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,22 @@ def load_reference(params: Params, reference_dir: Path = REFERENCE_DIR):
     return load_model(location, trust, params.reference.dtype), load_tokenizer(location, trust)
 
 
+def cycles_work(params: Params, manifest: dict, reference_dir: Path = REFERENCE_DIR,
+                root: Path = CYCLES_WORK_DIR) -> WorkFolder:
+    """The work folder of these inputs: the settings the result depends on, the dataset
+    version and the reference's files (or the name of a model that is not a local folder)."""
+    location = Path(reference_location(reference_dir))
+    settings = {key: params.to_dict()[key] for key in ("seed", "sequence", "cycles", "gate", "reference")}
+    return WorkFolder(root, {"params": settings, "dataset": manifest["version"],
+                             "reference": folder_digest(location) if location.is_dir() else str(location)})
+
+
 def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path = REFERENCE_DIR,
-           out_dir: Path = POLICY_DIR, cycles_file: Path = CYCLES_FILE, plots_dir: Path = PLOTS_DIR / "cycles") -> dict:
+           out_dir: Path = POLICY_DIR, cycles_file: Path = CYCLES_FILE, plots_dir: Path = PLOTS_DIR / "cycles",
+           work_dir: Path = CYCLES_WORK_DIR) -> dict:
     """Forget-and-relearn cycles from the reference; saves the final policy as safetensors,
-    the per-cycle record, and plots of relearn loss per step and dev metrics per cycle."""
+    the per-cycle record, and plots of relearn loss per step and dev metrics per cycle.
+    Killed, it resumes where it stopped when run again (``training/resume.py``)."""
     set_seed(params.seed)
     items, manifest = read_items(dataset_dir)
     items = global_items(items)
@@ -233,18 +247,21 @@ def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path 
     train = items[items["split"] == "train"]
     dev_pairs = pairs(items[items["split"] == "dev"])
     step_log = StepLog("relearn")
-    policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params, step_log=step_log)
+    work = cycles_work(params, manifest, reference_dir, work_dir)
+    policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params, step_log=step_log, work=work)
     steps = params.cycles.relearn.steps
     boundaries = [((r.cycle - 1) * steps, f"cycle {r.cycle} {'kept' if r.accepted else 'reverted'}") for r in records]
     write_loss_plot(step_log, f"relearn ({params.cycles.relearn.objective})", plots_dir / "relearn_loss", boundaries)
     plot_cycle_dev(pd.DataFrame([r.as_dict() for r in records]), plots_dir / "cycle_dev.png")
-    save_model(policy, tokenizer, out_dir)
+    with replaced_folder(out_dir) as staging:
+        save_model(policy, tokenizer, staging)
     summary = {
         "accepted_cycles": sum(r.accepted for r in records),
         "cycles": [r.as_dict() for r in records],
         "dataset_version": manifest["version"],
     }
     _write_json(cycles_file, summary)
+    work.remove()
     return summary
 
 

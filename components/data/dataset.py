@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from components.atomic import replaced_folder
 from components.data.aggregation import ITEM_COLUMNS
 from components.data.quarantine import QUARANTINE_FILE, write_quarantine
 from components.data.records import COLUMNS, LABELS
@@ -95,17 +94,12 @@ def write_dataset(out_dir: str | Path, judgements: pd.DataFrame, items: pd.DataF
                   manifest: dict, files: dict[str, str] | None = None) -> None:
     """Write everything atomically: a half-written dataset never replaces a good one.
     ``files`` maps further file names (validation report, data card) to their text."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    judgements.sort_values("id").reset_index(drop=True)[COLUMNS].to_parquet(staging / RECORDS_FILE, index=False)
-    items.sort_values("id").reset_index(drop=True)[ITEM_COLUMNS].to_parquet(staging / ITEMS_FILE, index=False)
-    write_quarantine(quarantine, staging / QUARANTINE_FILE)
-    for name, text in {MANIFEST_FILE: json.dumps(manifest, indent=2) + "\n", **(files or {})}.items():
-        (staging / name).write_text(text)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    with replaced_folder(Path(out_dir)) as staging:
+        judgements.sort_values("id").reset_index(drop=True)[COLUMNS].to_parquet(staging / RECORDS_FILE, index=False)
+        items.sort_values("id").reset_index(drop=True)[ITEM_COLUMNS].to_parquet(staging / ITEMS_FILE, index=False)
+        write_quarantine(quarantine, staging / QUARANTINE_FILE)
+        for name, text in {MANIFEST_FILE: json.dumps(manifest, indent=2) + "\n", **(files or {})}.items():
+            (staging / name).write_text(text)
 
 
 def read_manifest(directory: str | Path) -> dict:

@@ -32,6 +32,7 @@ from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import check_forget, forget
 from components.training.negatives import encode_negatives, relearn_examples
 from components.training.relearn import check_objective, relearn
+from components.training.resume import CycleState, WorkFolder, rng_state, set_rng_state
 from components.training.step_log import StepLog
 
 
@@ -66,10 +67,12 @@ def cycle_gate(dev: pd.DataFrame, before: pd.DataFrame, max_pos_drop: float,
 
 
 def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFrame, params: Params,
-               log: Callable[[str], None] = print,
-               step_log: StepLog | None = None) -> tuple[torch.nn.Module, list[CycleRecord]]:
+               log: Callable[[str], None] = print, step_log: StepLog | None = None,
+               work: WorkFolder | None = None) -> tuple[torch.nn.Module, list[CycleRecord]]:
     """Return the final policy (a trained copy of ``reference``) and one record per cycle.
-    ``step_log`` collects relearn loss per step, cycles one after another on one axis."""
+    ``step_log`` collects relearn loss per step, cycles one after another on one axis.
+    ``work`` keeps resumable state: a rerun after a kill resumes from the last finished cycle
+    and relearn's newest checkpoint (``cycles.checkpoint_steps``)."""
     seq, cfg = params.sequence, params.cycles
     policy = copy.deepcopy(reference).requires_grad_(True)  # trainable even if the caller froze the reference
     for parameter in reference.parameters():
@@ -84,12 +87,22 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     ref_dev = score_pairs(reference, tokenizer, dev_pairs, seq)
     best = pair_evidence(ref_dev, ref_dev, dev_pairs)
     settings = BootstrapSettings.from_gate(params.gate, params.seed)
+    anchors: AnchorSet | None = None
+    records = []
+    resumed = work.load(policy) if work else None
+    if resumed:
+        log(f"resuming after cycle {resumed.cycle} from {work.path}")
+        records, best, anchors = [CycleRecord(**r) for r in resumed.records], resumed.best, resumed.anchors
+        set_rng_state(resumed.rng)
+        if step_log is not None:
+            step_log.history = resumed.history
     examples = None
     if objective != "d2o":
         examples = relearn_examples(negatives, cfg.relearn, reference, tokenizer, train, seq, params.seed)
-    anchors: AnchorSet | None = None
-    records = []
-    for cycle in range(1, cfg.count + 1):
+    elif anchors is not None:
+        examples = relearn_examples(negatives, cfg.relearn, reference, tokenizer, train, seq, params.seed,
+                                    anchors, cfg.anchors.drop_pattern)
+    for cycle in range(len(records) + 1, cfg.count + 1):
         started = time.perf_counter()
         cycle_seed = params.seed + cycle
         snapshot = {name: tensor.clone() for name, tensor in policy.state_dict().items()}
@@ -106,7 +119,9 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         log(f"cycle {cycle}: forget={forgetting.op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
         if step_log is not None:
             step_log.step_offset = (cycle - 1) * cfg.relearn.steps
-        loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed, callbacks=[step_log] if step_log else None)
+        loss = relearn(policy, tokenizer, examples, cfg.relearn, cycle_seed, callbacks=[step_log] if step_log else None,
+                       checkpoints=work.relearn_checkpoints(cycle) if work else None,
+                       checkpoint_steps=cfg.checkpoint_steps if work else 0)
         dev = pair_evidence(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev, dev_pairs)
         passed, gain, positives = cycle_gate(dev, best, cfg.gate.max_pos_drop, settings)
         accepted = not cfg.gate.enabled or passed
@@ -123,4 +138,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation gain {gain.describe()}; "
             f"dev pos_logp_delta {positives.describe()})")
         records.append(record)
+        if work:
+            work.save(policy, CycleState(cycle, [r.as_dict() for r in records], best, anchors,
+                                         step_log.history if step_log else [], rng_state()))
     return policy, records

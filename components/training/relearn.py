@@ -16,6 +16,7 @@ pass, with reference log-probs precomputed so the reference never runs during tr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -23,6 +24,7 @@ from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
 from components.params import ParamsError, RelearnParams
+from components.training.checkpoints import MarkCheckpoints, latest_checkpoint, saved_loss_sum
 from components.training.losses import (d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss,
                                         stable_alignment_loss, weighted_mean)
 from components.training.step_log import quiet_printer
@@ -109,11 +111,13 @@ def group_losses(relearn: RelearnParams, logps, counts, n_groups: int, ratings, 
 
 
 class RelearnTrainer(Trainer):
-    """A ``Trainer`` whose loss is one of alignpipe's objectives over summed log-probs."""
+    """A ``Trainer`` whose loss is one of alignpipe's objectives over summed log-probs.
+    ``loss_sum`` adds up every step's loss, carried across a resume (``checkpoints.py``)."""
 
     def __init__(self, *args, relearn: RelearnParams, **kwargs):
         super().__init__(*args, **kwargs)
         self.relearn = relearn
+        self.loss_sum = 0.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = SequenceBatch(inputs["input_ids"], inputs["attention_mask"], inputs["response_mask"])
@@ -126,17 +130,28 @@ class RelearnTrainer(Trainer):
             losses = objective_losses(self.relearn, policy_neg, inputs["ref_neg_logps"], policy_comp,
                                       inputs["ref_companion_logps"], inputs["companion_mask"])
         loss = weighted_mean(losses, inputs["weights"])
+        if model.training:
+            self.loss_sum += loss.item()
         return (loss, {"logps": logps}) if return_outputs else loss
 
 
 def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnParams, seed: int,
-            callbacks: list | None = None) -> dict[str, float]:
+            callbacks: list | None = None, checkpoints: Path | None = None,
+            checkpoint_steps: int = 0) -> dict[str, float]:
     """Train ``policy`` in place; returns the mean training loss. ``callbacks`` are
-    ``transformers.TrainerCallback`` objects (benchmarks measure along the way with them)."""
+    ``transformers.TrainerCallback`` objects (benchmarks measure along the way with them).
+    With ``checkpoint_steps``, a checkpoint that often in ``checkpoints``, and training
+    resumes from the newest finished one there."""
     check_objective(params.objective)
-    args = training_arguments(params.steps, params.batch_size, params.learning_rate, seed)
+    args = training_arguments(params.steps, params.batch_size, params.learning_rate, seed,
+                              checkpoints=checkpoints, checkpoint_steps=checkpoint_steps)
     trainer = quiet_printer(RelearnTrainer(model=policy, args=args, train_dataset=examples, callbacks=callbacks,
                                            data_collator=RelearnCollator(tokenizer.pad_token_id), relearn=params))
-    result = trainer.train()
+    resume = latest_checkpoint(checkpoints, args.world_size) if checkpoint_steps else None
+    if checkpoint_steps:
+        trainer.add_callback(MarkCheckpoints(lambda: trainer.loss_sum))
+    if resume:
+        trainer.loss_sum = saved_loss_sum(resume, args.process_index)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     policy.eval()
-    return {"relearn_train_loss": float(result.training_loss)}
+    return {"relearn_train_loss": trainer.loss_sum / params.steps}

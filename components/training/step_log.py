@@ -28,8 +28,15 @@ class StepLog(TrainerCallback):
         self._printed_tenths = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._bar = tqdm(total=state.max_steps, desc=self.name, disable=not interactive(), leave=False)
-        self._printed_tenths = 0
+        # a training resumed from a checkpoint: its steps so far come from the checkpoint's log
+        self.history += [self._row(logs["step"], logs) for logs in state.log_history if "loss" in logs]
+        self._bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.name,
+                         disable=not interactive(), leave=False)
+        self._printed_tenths = 10 * state.global_step // max(state.max_steps, 1)
+
+    def _row(self, step: int, logs: dict) -> dict[str, float]:
+        return {"step": self.step_offset + step, "loss": float(logs["loss"]),
+                "learning_rate": float(logs.get("learning_rate", math.nan))}
 
     def on_step_end(self, args, state, control, **kwargs):
         self._bar.update(1)
@@ -37,10 +44,10 @@ class StepLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
-        step = self.step_offset + state.global_step
-        loss, rate = float(logs["loss"]), float(logs.get("learning_rate", math.nan))
-        self.history.append({"step": step, "loss": loss, "learning_rate": rate})
-        log_live({f"{self.name}.loss": loss, f"{self.name}.learning_rate": rate}, step)
+        row = self._row(state.global_step, logs)
+        self.history.append(row)
+        loss, rate = row["loss"], row["learning_rate"]
+        log_live({f"{self.name}.loss": loss, f"{self.name}.learning_rate": rate}, row["step"])
         tenths = 10 * state.global_step // max(state.max_steps, 1)
         if interactive():
             self._bar.set_postfix(loss=f"{loss:.4f}")
