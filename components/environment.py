@@ -27,6 +27,14 @@ QUIET_OFFLINE_DEFAULTS = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # the temporary Prefect server of `alignpipe run` may start slowly on a busy laptop (its
+    # default, 20 s, fails a second run started beside a training one)
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # a tracking server that blinks is retried (waits 1, 2, 4, 8, 16 s per request); one that
+    # stays down fails the run in about half a minute, not MLflow's default of minutes
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
 
 

@@ -62,8 +62,11 @@ def cmd_stage(args) -> None:
         print(json.dumps(resolve_params(load_params(named, overrides), named, overrides)))
         return
     from components import stages
+    from components.distributed import relaunch
 
     params = _params(args)
+    if args.name == "cycles" and (status := relaunch(params.compute.processes)) is not None:
+        sys.exit(status)   # it ran as compute.processes processes under torchrun
     run = {
         "simulate": lambda: stages.simulate(params),
         "ingest": lambda: stages.ingest(params),
@@ -101,7 +104,7 @@ def cmd_run(args) -> None:
     from flows.retrain import retrain
 
     named, overrides = params_choice(args)
-    state = retrain(root=args.root, params_file=named, overrides=overrides, return_state=True)
+    state = retrain(root=args.root, params_file=named, overrides=overrides, wait_s=args.wait, return_state=True)
     result = flow_result(state)
     name = result.model_name
     if result.gate is None:
@@ -348,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", cmd_run, "run the retrain flow once (stages, gate, register, promote)")
     run.add_argument("--root", default=".", help="project folder (default: current)")
+    run.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="when another run holds the project, "
+                     "wait up to SECONDS for it (default: stop at once, exit 2, naming the holder)")
 
     status = command("status", cmd_status, "champion, challenger, recent versions and stale stages")
     status.add_argument("--root", default=".", help="project folder (default: current)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -25,13 +26,15 @@ from prefect.states import Failed
 from components import stages
 from components.data.dataset import read_items, read_manifest
 from components.errors import UserError
-from components.evaluation.gate import GateDecision, check_gate_params, decide
+from components.evaluation.gate import GateDecision, decide
 from components.evaluation.plots import plot_group_intervals
 from components.evaluation.report import decision_markdown, metric_lines
 from components.params import Params, load_params
+from components.project_lock import ProjectBusy, project_lock
 from components.registry import registry
 from components.registry.run_record import log_dataset_input, log_outputs, plot_files
-from components.registry.tracking import ensure_experiment, log_finite_metrics
+from components.registry.tracking import ensure_experiment, log_finite_metrics, safe_uri
+from components.services.processes import answers
 from components.resolve import RESOLVED_PARAMS
 from flows.stage_runs import run_stage
 
@@ -47,6 +50,7 @@ STAGE_SUMMARIES = {
     "evaluate": stages.METRICS_FILE,
 }
 STOPPED = "nothing registered, no alias moved"
+PROMOTION_ATTEMPTS = 3   # gate again at most this often when the champion moves meanwhile
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,13 @@ def record_run(params: Params, root: Path) -> None:
 
 
 @task(cache_policy=NO_CACHE, task_run_name="score champion")
-def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, str, str]:
+def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, str, str, str | None]:
     """The current champion scored on the candidate's held-out pairs: ``(evidence, name,
-    why_not)``. When it cannot be scored there (another tokenizer, a missing model), the
-    reason comes back instead, and the gate fails closed on it."""
+    why_not, version)``. When it cannot be scored there (another tokenizer, a missing model),
+    the reason comes back instead, and the gate fails closed on it."""
     current = registry.champion(params.registry.model_name)
     if current is None:
-        return None, "", ""
+        return None, "", "", None
     name = f"champion v{current.version}"
     try:
         model_dir = registry.local_model_dir(f"models:/{params.registry.model_name}@{registry.CHAMPION}")
@@ -125,8 +129,8 @@ def champion_evidence(params: Params, root: Path) -> tuple[pd.DataFrame | None, 
     except UserError as err:
         get_run_logger().warning("%s cannot be scored on the same pairs (%s): the candidate will not be promoted",
                                  name, err)
-        return None, name, str(err)
-    return evidence, name, ""
+        return None, name, str(err), str(current.version)
+    return evidence, name, "", str(current.version)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="record gate evidence")
@@ -144,6 +148,18 @@ def record_evidence(decision: GateDecision, params: Params, champion: pd.DataFra
         plot = plot_group_intervals(decision.groups, params.gate.groups.by, params.gate.primary,
                                     Path(scratch) / "group_intervals.png", subtitle=decision.against)
         mlflow.log_artifact(str(plot), artifact_path="plots")
+
+
+def gate_candidate(params: Params, root: Path) -> tuple[GateDecision, str | None]:
+    """Score the champion as it is now, decide, record the evidence: ``(decision, the champion
+    version it compared against)``, which promotion must still find in place."""
+    champion, champion_name, why_not, version = champion_evidence(params, root)
+    candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)
+    gate = decide(candidate, params.gate, params.seed, champion, champion_name, why_not)
+    record_evidence(gate, params, champion)
+    for check in gate.checks:
+        get_run_logger().info("gate: %s", check)
+    return gate, version
 
 
 @task(cache_policy=NO_CACHE, task_run_name="register")
@@ -214,24 +230,47 @@ def report_outcome(flow, flow_run, state) -> None:
 
 
 @flow(name="retrain", log_prints=True, on_completion=[report_outcome], on_failure=[report_outcome])
-def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict | None = None):
+def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict | None = None, wait_s: float = 0):
     """Stages → skip if identical → gate on intervals → register (challenger) → promote if passed.
 
     ``params_file`` (relative to ``root``) and ``overrides`` (dotted keys) reach every stage
     through the ``params`` stage. A user error (bad params or data) ends the run Failed with
-    the error logged once and nothing registered."""
+    the error logged once and nothing registered. One run per project at a time: another
+    one waits up to ``wait_s`` seconds for the project lock, then stops naming its holder."""
     logger = get_run_logger()
     root = Path(root).resolve()
     overrides = overrides or {}
     params_path = Path(params_file) if Path(params_file).is_absolute() else root / params_file
     try:
         params = load_params(params_path, overrides)
-        check_gate_params(params.gate)
     except UserError as err:
         logger.error("%s", err)
         return Failed(message=f"params: {STOPPED}")
+    try:
+        with project_lock(root, wait_s, f"retrain flow run {flow_run.name!r}", say=logger.info):
+            return tracked_run(params, root, params_path, overrides)
+    except ProjectBusy as err:
+        logger.error("%s", err)
+        return Failed(message=f"{err}: {STOPPED}")
+    except Exception:
+        uri = mlflow.get_tracking_uri()
+        if not uri.startswith(("http://", "https://")) or answers(f"{uri}/health"):
+            raise
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        message = (f"the MLflow tracking server at {safe_uri(uri)} stopped answering ({retries} retries with backoff "
+                   "per request): the run stopped; no alias was moved without its gate, and the next run finishes "
+                   "or removes a registration this one interrupted")
+        logger.error("%s", message)
+        return Failed(message=message)
+
+
+def tracked_run(params: Params, root: Path, params_path: Path, overrides: dict):
+    """The flow's work once it holds the project: stages, identity, gate, register, promote."""
+    logger = get_run_logger()
     ensure_experiment(params.registry.experiment)
     name = params.registry.model_name
+    for line in registry.repair_registrations(name):
+        logger.warning("registry repair: %s", line)
     with mlflow.start_run(run_name="retrain") as run:
         mlflow.log_params(params.flat())
         mlflow.set_tags({"params_file": str(params_path), "overrides": json.dumps(overrides),
@@ -260,15 +299,21 @@ def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict |
             logger.info(skipped)
             mlflow.set_tags({"registered": "false", "mlflow.note.content": skipped})
         else:
-            champion, champion_name, why_not = champion_evidence(params, root)
-            candidate = pd.read_parquet(root / stages.EVIDENCE_FILE)
-            gate = decide(candidate, params.gate, params.seed, champion, champion_name, why_not)
-            record_evidence(gate, params, champion)
-            for check in gate.checks:
-                logger.info("gate: %s", check)
+            gate, gated_against = gate_candidate(params, root)
             version = register(params, root, metrics, gate, identity)
-            if gate.passed:
-                registry.promote(name, version, reason="; ".join(gate.checks))
+            for _ in range(PROMOTION_ATTEMPTS):
+                if not gate.passed:
+                    break
+                try:
+                    registry.promote(name, version, reason="; ".join(gate.checks), expected_champion=gated_against)
+                    break
+                except registry.ChampionMoved as moved:  # compare-and-set: gate again against the new one
+                    logger.warning("%s: gating v%s again before any promotion", moved, version)
+                    gate, gated_against = gate_candidate(params, root)
+                    registry.set_version_tags(name, version, gate.as_tags())
+            else:
+                gate = gate.refused(f"the champion kept moving while gating ({PROMOTION_ATTEMPTS} attempts)")
+                registry.set_version_tags(name, version, gate.as_tags())
         current = registry.champion(name)
         result = RetrainResult(version, bool(gate and gate.passed), str(current.version) if current else None,
                                metrics, gate, run.info.run_id, skipped, cycles_line(root), name)

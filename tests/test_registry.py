@@ -200,3 +200,39 @@ def test_identical_version_matches_data_params_and_code_of_champion_or_challenge
     second = registry.register_candidate(logged_policy["model_uri"], model_name, {**identity, "code_commit": "c2"}, "")
     found, alias = registry.identical_version(model_name, {**identity, "code_commit": "c2"})
     assert str(found.version) == second and alias == "challenger"
+
+
+def test_registered_version_is_complete_only_with_its_alias(logged_policy, model_name):
+    version = _register(logged_policy, model_name, gate_passed="true")
+    tags = mlflow.MlflowClient().get_model_version(model_name, version).tags
+    assert tags[registry.REGISTRATION_TAG] == registry.COMPLETE and tags["gate_passed"] == "true"
+
+
+def test_repair_finishes_or_removes_registrations_a_lost_server_interrupted(logged_policy, model_name):
+    client = mlflow.MlflowClient()
+    pending = {registry.REGISTRATION_TAG: registry.PENDING, "gate.passed": "true"}
+    # interrupted after the alias was set: only the final tag is missing
+    aliased = mlflow.register_model(logged_policy["model_uri"], model_name, tags=pending).version
+    client.set_registered_model_alias(model_name, registry.CHALLENGER, aliased)
+    # interrupted before the alias: a version nobody can tell from a candidate
+    orphan = mlflow.register_model(logged_policy["model_uri"], model_name, tags=pending).version
+
+    done = registry.repair_registrations(model_name)
+    assert sorted(done) == [f"v{aliased}: registration completed (its alias was set)",
+                            f"v{orphan}: deleted (registration interrupted before its alias was set)"]
+    versions = {v.version: v.tags for v in client.search_model_versions(f"name = '{model_name}'")}
+    assert set(versions) == {aliased}
+    assert versions[aliased][registry.REGISTRATION_TAG] == registry.COMPLETE
+    assert registry.repair_registrations(model_name) == []
+
+
+def test_promotion_is_compare_and_set_on_the_champion_the_gate_saw(logged_policy, model_name):
+    v1, v2, v3 = (_register(logged_policy, model_name) for _ in range(3))
+    registry.promote(model_name, v1, "first")
+    with pytest.raises(registry.ChampionMoved, match="is v1, not vNone"):
+        registry.promote(model_name, v2, "gated when there was no champion", expected_champion=None)
+    assert str(registry.champion(model_name).version) == v1           # nothing changed
+    registry.promote(model_name, v2, "gated against v1", expected_champion=v1)
+    with pytest.raises(registry.ChampionMoved):
+        registry.promote(model_name, v3, "gated against v1, but v2 serves now", expected_champion=v1)
+    assert str(registry.champion(model_name).version) == v2

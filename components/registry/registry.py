@@ -31,6 +31,8 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
 REASON_TAG = "promoted_reason"
+REGISTRATION_TAG = "registration"   # pending until the challenger alias is set, then complete
+PENDING, COMPLETE = "pending", "complete"
 # The smallest registry tag limit across MLflow's SQL backends (registered-model tags are
 # VARCHAR(5000)); sqlite does not enforce it, PostgreSQL/MySQL do.
 TAG_VALUE_LIMIT = 5000
@@ -100,15 +102,41 @@ def register_candidate(model_uri: str, model_name: str, tags: dict[str, str], de
     """Register ``model_uri`` as a new version of ``model_name`` and point ``challenger`` at it.
 
     Returns the new version. Tag values are stringified and truncated to the registry limit.
+    The version is created with every tag in one request, marked ``pending`` until its
+    alias is set: if the server goes away in between, :func:`repair_registrations` finishes
+    or removes it before anything else reads the registry.
     """
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, model_name).version
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, _tag_value(value))
+    tags = {key: _tag_value(value) for key, value in tags.items()} | {REGISTRATION_TAG: PENDING}
+    version = mlflow.register_model(model_uri, model_name, tags=tags).version
     if description:
         client.update_model_version(model_name, version, description=_tag_value(description))
     client.set_registered_model_alias(model_name, CHALLENGER, version)
+    client.set_model_version_tag(model_name, version, REGISTRATION_TAG, COMPLETE)
     return str(version)
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
+    """Replace tags of a registered version (a gate decided again)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, _tag_value(value))
+
+
+def repair_registrations(model_name: str) -> list[str]:
+    """Finish or remove versions a lost server left ``pending``: one holding the challenger
+    alias only lacks its final tag; one without it is deleted. Returns what was done."""
+    client = MlflowClient()
+    repaired = []
+    for version in client.search_model_versions(f"name = '{model_name}' and tag.`{REGISTRATION_TAG}` = '{PENDING}'"):
+        current = _alias_version(client, model_name, CHALLENGER)
+        if current is not None and current.version == version.version:
+            client.set_model_version_tag(model_name, version.version, REGISTRATION_TAG, COMPLETE)
+            repaired.append(f"v{version.version}: registration completed (its alias was set)")
+        else:
+            client.delete_model_version(model_name, version.version)
+            repaired.append(f"v{version.version}: deleted (registration interrupted before its alias was set)")
+    return repaired
 
 
 IDENTITY_TAGS = ("data_version", "params_sha256", "code_commit")
@@ -179,15 +207,31 @@ def _save_history(client: MlflowClient, model_name: str, history: list[str]) -> 
     client.set_registered_model_tag(model_name, HISTORY_TAG, ",".join(history))
 
 
-def promote(model_name: str, version: str, reason: str) -> None:
+class ChampionMoved(RuntimeError):
+    """The champion changed since the gate compared against it: gate again, never promote blind."""
+
+
+ANY = object()  # promote's ``expected_champion`` when the caller compared against nothing
+
+
+def promote(model_name: str, version: str, reason: str, expected_champion: str | None | object = ANY) -> None:
     """Point ``champion`` at ``version``, record it in the history and tag the reason.
 
-    Raises RegistryError, changing nothing, if the model or version does not exist.
+    Raises RegistryError, changing nothing, if the model or version does not exist. With
+    ``expected_champion`` (a version, or None for "no champion"), compare-and-set: raises
+    :class:`ChampionMoved`, changing nothing, when the champion is no longer that one. (The
+    registry has no transactions: the check and the move are two requests, milliseconds
+    apart; the project lock keeps one project's runs from racing there.)
     """
     client = MlflowClient()
     version = str(version)
     if not _version_exists(client, model_name, version):
         raise RegistryError(f"cannot promote {model_name!r} version {version!r}: no such model version")
+    if expected_champion is not ANY:
+        current = _alias_version(client, model_name, CHAMPION)
+        found = str(current.version) if current else None
+        if found != expected_champion:
+            raise ChampionMoved(f"{model_name}@champion is v{found}, not v{expected_champion} as when gated")
     history = _history(client, model_name)
     if not history or history[-1] != version:
         history.append(version)
