@@ -74,6 +74,36 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_model(model, tokenizer, tmp_path_factory.mktemp("tiny-model"))
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def templated_model_dir(tmp_path_factory) -> Path:
+    """An instruction model in miniature: a tokenizer with a chat template whose markers are
+    special tokens, the end-of-turn token in the generation config (as real instruct models
+    ship it), and a few SFT steps on TINY_TEXTS rendered through the template, so that it
+    answers "What is the capital of France?" with "Paris is the capital of France." """
+    import torch
+
+    from components.modeling.chat import end_of_turn_id
+    from components.modeling.models import build_tiny_model, save_model
+    from components.modeling.sequences import encode
+    from components.modeling.tokenizer import train_bpe_tokenizer
+    from components.training.sft import supervised_finetune
+
+    torch.manual_seed(0)
+    tokenizer = train_bpe_tokenizer(TINY_TEXTS, vocab_size=300)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|end|>"]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = build_tiny_model(tokenizer, n_layer=2, n_embd=32, n_head=2, n_positions=128)
+    dialogues = [text.rsplit("\n\nAssistant: ", 1) for text in TINY_TEXTS]
+    sequences = [encode(tokenizer, prompt + "\n\nAssistant:", answer, 64, 32) for prompt, answer in dialogues]
+    supervised_finetune(model, tokenizer, sequences, 60, 16, 3e-3, 5, seed=0)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_turn_id(tokenizer)]
+    return save_model(model, tokenizer, tmp_path_factory.mktemp("templated-model"))
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     """The GPT-2 above, plus a Llama and a Qwen2 of the same size built from configs and saved the same way."""

@@ -285,7 +285,7 @@ def rating_model_dir(tmp_path_factory) -> Path:
     from components.modeling.models import build_tiny_model, save_model
     from components.modeling.sequences import Encoded
     from components.modeling.tokenizer import train_bpe_tokenizer
-    from components.sandbox.backends import render_hh
+    from components.modeling.chat import render_hh
     from components.training.sft import supervised_finetune
 
     answers = [("How do I bake bread?", "Knead it and bake it.", "6"), ("How do I bake bread?", "Go away.", "2"),

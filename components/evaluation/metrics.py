@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from components.modeling.chat import end_of_turn_id
 from components.modeling.sequences import SequenceBatch, collate, encode, encode_prompt, sample_responses, score, Encoded
 from components.params import EvaluateParams, SequenceParams
 
@@ -92,7 +93,7 @@ def generation_metrics(policy, reference, tokenizer, prompts: list[str], seq: Se
     policy, and distinct-2 (unique word bigrams / all bigrams) of those continuations."""
     torch.manual_seed(seed)
     prompt_ids = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in prompts]
-    samples = sample_responses(policy, prompt_ids, 1, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    samples = sample_responses(policy, prompt_ids, 1, max_new_tokens, end_of_turn_id(tokenizer), tokenizer.pad_token_id)
     sequences = [Encoded(p, s[0]) for p, s in zip(prompt_ids, samples) if s[0]]
     kl_sum, kl_tokens = 0.0, 0
     for start in range(0, len(sequences), 16):

@@ -3,7 +3,10 @@
 Every objective and metric works on ``log π(y|x)`` summed over the response tokens only,
 so this is the one place that decides how a (prompt, response) becomes tokens: prompts
 keep their *last* tokens (the latest turns), responses their first, and a response ends in
-the end-of-sequence token only when it was not cut short.
+the end-of-turn token only when it was not cut short. A tokenizer with a chat template gets
+prompts as its template renders them and answers as the assistant's message (``chat.py``);
+one without gets the HH transcript as it is, and ``" " + response``, the shape the tiny
+default learns.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from components.modeling.chat import Chat, end_of_turn_id, render_hh, templated_prompt_ids, transcript_messages
 from components.progress import progress
 
 
@@ -35,14 +39,20 @@ class SequenceBatch:
         return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device))
 
 
-def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
-    return tokenizer(prompt, add_special_tokens=True)["input_ids"][-max_prompt_tokens:]
+def encode_prompt(tokenizer, prompt: str | Chat, max_prompt_tokens: int) -> list[int]:
+    """A transcript (a record's prompt) or a chat (the sandbox's messages), ready for the answer."""
+    if tokenizer.chat_template:
+        messages = transcript_messages(prompt) if isinstance(prompt, str) else prompt
+        return templated_prompt_ids(tokenizer, messages, max_prompt_tokens)
+    text = prompt if isinstance(prompt, str) else render_hh(prompt)
+    return tokenizer(text, add_special_tokens=True)["input_ids"][-max_prompt_tokens:]
 
 
 def encode_response(tokenizer, response: str, max_response_tokens: int) -> list[int]:
-    ids = tokenizer(" " + response.strip(), add_special_tokens=False)["input_ids"]
+    text = response.strip() if tokenizer.chat_template else " " + response.strip()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) < max_response_tokens:
-        return ids + [tokenizer.eos_token_id]
+        return ids + [end_of_turn_id(tokenizer)]
     return ids[:max_response_tokens]
 
 
@@ -106,7 +116,8 @@ def sample_responses(
     top_p: float = 1.0,
     batch_size: int = 32,
 ) -> list[list[list[int]]]:
-    """``k`` sampled responses per prompt, as token ids cut after the first end-of-sequence.
+    """``k`` sampled responses per prompt, as token ids cut after the first ``eos_id`` (the
+    end-of-turn token, ``chat.end_of_turn_id``, that :func:`encode_response` ends answers with).
 
     Batched, left-padded generation with the KV cache; ``batch_size`` counts prompts.
     """

@@ -33,7 +33,15 @@ def _prompts(model_input) -> list[str]:
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
-    """Continues each prompt; returns only the newly generated text."""
+    """Answers each prompt; returns only the newly generated text.
+
+    With a chat template (an instruction model), each prompt is one user message rendered by
+    the template, and the answer stops at any end token the model's generation config names
+    (an instruct model's end-of-turn); without one, the text is continued as it is (the tiny
+    default reads HH transcripts, ``"Human: ...\n\nAssistant:"``). Inside the pipeline,
+    ``components.modeling.sequences.encode_prompt`` renders prompts the same way; it is not
+    imported here, to keep this file self-contained.
+    """
 
     def load_context(self, context):
         config = getattr(context, "model_config", None) or {}
@@ -70,12 +78,17 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         # Leave room for the continuation within the model's context window.
         limit = getattr(self.model.config, "max_position_embeddings", None)
         max_length = max(1, limit - max_new_tokens) if limit else None
+        templated = bool(self.tokenizer.chat_template)
+        if templated:
+            prompts = [self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                          add_generation_prompt=True) for prompt in prompts]
         batch = self.tokenizer(
             prompts,
             return_tensors="pt",
             padding=True,
             truncation=max_length is not None,
             max_length=max_length,
+            add_special_tokens=not templated,   # the template writes its own
         )
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -85,11 +98,17 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
                 **batch,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=self._stop_ids(),
                 **sampling,
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _stop_ids(self) -> list[int]:
+        """The end-of-sequence token and those the generation config adds (an end-of-turn token)."""
+        configured = self.model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [configured]
+        return sorted({self.tokenizer.eos_token_id, *(i for i in configured if i is not None)})
 
 
 mlflow.models.set_model(TextGenerator())

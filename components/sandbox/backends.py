@@ -1,9 +1,10 @@
 """Model backends behind one interface: write answers to chats, rate from the digit distribution.
 
 - :class:`HFBackend`: a Hugging Face causal LM from a local folder or an MLflow model URI
-  (``models:/alignpipe-policy@champion``). Chats are rendered with the tokenizer's chat
-  template when it has one, else in the HH shape the tiny default was trained on. All chats
-  of a call go through one batched ``generate`` (answers) or one forward pass (ratings).
+  (``models:/alignpipe-policy@champion``). Chats are encoded like every prompt of the pipeline
+  (``sequences.encode_prompt``): with the tokenizer's chat template when it has one, else in
+  the HH shape the tiny default was trained on. All chats of a call go through one batched
+  ``generate`` (answers) or one forward pass (ratings).
 - :class:`HTTPBackend`: an OpenAI-compatible server (vLLM, or ``openai_server.py`` here) over
   ``/v1/chat/completions``; ratings from ``top_logprobs`` of the first token.
 
@@ -20,12 +21,10 @@ from typing import Protocol
 import httpx
 import torch
 
-from components.data.records import render_turns
 from components.errors import UserError
-from components.modeling.sequences import sample_responses
+from components.modeling.chat import Chat, end_of_turn_id
+from components.modeling.sequences import encode_prompt, sample_responses
 from components.sandbox.ratings import DigitSpellings, Rating, digit_logps, from_digit_logps, from_top_logprobs
-
-Chat = list[dict[str, str]]
 
 
 class BackendError(UserError, RuntimeError):
@@ -38,13 +37,6 @@ class Backend(Protocol):
     def generate(self, chats: list[Chat], max_new_tokens: int, temperature: float, seed: int) -> list[str]: ...
 
     def rate(self, chats: list[Chat]) -> list[Rating]: ...
-
-
-def render_hh(chat: Chat) -> str:
-    """The HH shape: the persona as a first line, then ``Human:``/``Assistant:`` turns."""
-    system = [m["content"] for m in chat if m["role"] == "system"]
-    turns = [(m["role"], m["content"]) for m in chat if m["role"] != "system"]
-    return "\n\n".join([*system, render_turns(turns)])
 
 
 class HFBackend:
@@ -78,14 +70,9 @@ class HFBackend:
         return getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
 
     def encode(self, chat: Chat, room: int) -> list[int]:
-        """Token ids of a chat ready for the answer, its oldest tokens cut so that ``room`` new
+        """Token ids of a chat ready for the answer, its oldest part cut so that ``room`` new
         tokens still fit the model's positions."""
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer(render_hh(chat))["input_ids"]
-        return ids[-max(1, self.positions - room):]
+        return encode_prompt(self.tokenizer, chat, max(1, self.positions - room))
 
     def generate(self, chats: list[Chat], max_new_tokens: int, temperature: float, seed: int) -> list[str]:
         """One sampled answer per chat, all in one batched ``generate`` call."""
@@ -94,7 +81,7 @@ class HFBackend:
         torch.manual_seed(seed)
         tok = self.tokenizer
         prompts = [self.encode(chat, max_new_tokens) for chat in chats]
-        samples = sample_responses(self.model, prompts, 1, max_new_tokens, tok.eos_token_id, tok.pad_token_id,
+        samples = sample_responses(self.model, prompts, 1, max_new_tokens, end_of_turn_id(tok), tok.pad_token_id,
                                    temperature=temperature, batch_size=len(prompts))
         return [tok.decode(group[0], skip_special_tokens=True).strip() for group in samples]
 

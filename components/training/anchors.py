@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from components.modeling.chat import end_of_turn_id
 from components.modeling.sequences import Encoded, sample_responses, score
 from components.params import AnchorParams
 
@@ -26,7 +27,7 @@ def sample_anchors(sampler, reference, tokenizer, prompt_ids: list[list[int]], p
     torch.manual_seed(seed)
     responses = sample_responses(
         sampler, prompt_ids, params.k, params.max_new_tokens,
-        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+        eos_id=end_of_turn_id(tokenizer), pad_id=tokenizer.pad_token_id,
         temperature=params.temperature, top_p=params.top_p, batch_size=params.batch_size,
     )
     flat = [Encoded(prompt, response) for prompt, group in zip(prompt_ids, responses) for response in group]
