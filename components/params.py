@@ -227,6 +227,11 @@ class ScheduleParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    processes: int = 1   # the cycles stage's processes: > 1 starts it under torchrun (components/distributed.py)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     data: DataParams = field(default_factory=DataParams)
@@ -240,6 +245,7 @@ class Params:
     sandbox: SandboxParams = field(default_factory=SandboxParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
+    compute: ComputeParams = field(default_factory=ComputeParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

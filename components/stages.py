@@ -8,6 +8,7 @@ never touch the model registry: that belongs to the flow.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from components.data.quarantine import summarise
 from components.data.readers import read_sources
 from components.data.records import pairs, to_frame
 from components.atomic import replaced_folder, write_text
+from components.distributed import is_writer
 from components.errors import UserError
 from components.evaluation.evidence import flat_metrics, metric_intervals
 from components.evaluation.intervals import BootstrapSettings
@@ -34,6 +36,7 @@ from components.params import Params
 from components.policy.data_card import render_data_card
 from components.policy.policies import load_policies
 from components.policy.tiers import assign_tiers, reclassify
+from components.registry.tracking import LIVE_RUN_VARIABLE
 from components.training.cycles import run_cycles
 from components.training.resume import WorkFolder, folder_digest
 from components.training.sft import supervised_finetune
@@ -229,7 +232,7 @@ def cycles_work(params: Params, manifest: dict, reference_dir: Path = REFERENCE_
     """The work folder of these inputs: the settings the result depends on, the dataset
     version and the reference's files (or the name of a model that is not a local folder)."""
     location = Path(reference_location(reference_dir))
-    settings = {key: params.to_dict()[key] for key in ("seed", "sequence", "cycles", "gate", "reference")}
+    settings = {key: params.to_dict()[key] for key in ("seed", "sequence", "cycles", "compute", "gate", "reference")}
     return WorkFolder(root, {"params": settings, "dataset": manifest["version"],
                              "reference": folder_digest(location) if location.is_dir() else str(location)})
 
@@ -247,19 +250,23 @@ def cycles(params: Params, dataset_dir: Path = DATASET_DIR, reference_dir: Path 
     train = items[items["split"] == "train"]
     dev_pairs = pairs(items[items["split"] == "dev"])
     step_log = StepLog("relearn")
+    if not is_writer():   # several processes (compute.processes): the first logs and writes for all
+        os.environ.pop(LIVE_RUN_VARIABLE, None)
     work = cycles_work(params, manifest, reference_dir, work_dir)
     policy, records = run_cycles(reference, tokenizer, train, dev_pairs, params, step_log=step_log, work=work)
+    summary = {
+        "accepted_cycles": sum(r.accepted for r in records),
+        "cycles": [r.as_dict() for r in records],
+        "dataset_version": manifest["version"],
+    }
+    if not is_writer():
+        return summary
     steps = params.cycles.relearn.steps
     boundaries = [((r.cycle - 1) * steps, f"cycle {r.cycle} {'kept' if r.accepted else 'reverted'}") for r in records]
     write_loss_plot(step_log, f"relearn ({params.cycles.relearn.objective})", plots_dir / "relearn_loss", boundaries)
     plot_cycle_dev(pd.DataFrame([r.as_dict() for r in records]), plots_dir / "cycle_dev.png")
     with replaced_folder(out_dir) as staging:
         save_model(policy, tokenizer, staging)
-    summary = {
-        "accepted_cycles": sum(r.accepted for r in records),
-        "cycles": [r.as_dict() for r in records],
-        "dataset_version": manifest["version"],
-    }
     _write_json(cycles_file, summary)
     work.remove()
     return summary

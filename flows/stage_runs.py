@@ -27,7 +27,7 @@ from components.registry.tracking import LIVE_RUN_VARIABLE, log_finite_metrics
 from flows.cli import ERROR_FILE_VARIABLE, OVERRIDES_VARIABLE, PARAMS_VARIABLE
 
 STAGE_PARAMS = {"simulate": ("seed", "sandbox"), "ingest": ("data", "validation"), "reference": ("seed", "reference", "sequence"),
-                "cycles": ("cycles",), "evaluate": ("evaluate",)}
+                "cycles": ("cycles", "compute"), "evaluate": ("evaluate",)}
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,7 @@ class CycleRecord:
     dev_separation_gain_ci_low: float
     dev_separation_gain_ci_high: float
     dev_pos_logp_delta_ci_low: float
-    dev_pairs: int
-    seconds: float
+    dev_pairs: int   # no wall-clock time: cycles.json must repeat bit for bit (MLflow gets cycle.seconds)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -132,9 +131,9 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         means = dev[["neg_logp_delta", "pos_logp_delta", "pref_accuracy", "separation"]].mean()
         record = CycleRecord(cycle, forgetting.op, accepted, loss["relearn_train_loss"], float(means["neg_logp_delta"]),
                              float(means["pos_logp_delta"]), float(means["pref_accuracy"]), float(means["separation"]),
-                             gain.estimate, gain.low, gain.high, positives.low, len(dev),
-                             round(time.perf_counter() - started, 2))
-        log_live({f"cycle.{key}": value for key, value in record.as_dict().items() if key != "cycle"}, step=cycle)
+                             gain.estimate, gain.low, gain.high, positives.low, len(dev))
+        log_live({**{f"cycle.{key}": value for key, value in record.as_dict().items() if key != "cycle"},
+                  "cycle.seconds": round(time.perf_counter() - started, 2)}, step=cycle)
         log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation gain {gain.describe()}; "
             f"dev pos_logp_delta {positives.describe()})")
         records.append(record)

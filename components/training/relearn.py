@@ -23,6 +23,7 @@ import torch
 from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
+from components.distributed import mean_over_processes, world
 from components.params import ParamsError, RelearnParams
 from components.training.checkpoints import MarkCheckpoints, latest_checkpoint, saved_loss_sum
 from components.training.losses import (d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss,
@@ -143,7 +144,11 @@ def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnPa
     With ``checkpoint_steps``, a checkpoint that often in ``checkpoints``, and training
     resumes from the newest finished one there."""
     check_objective(params.objective)
-    args = training_arguments(params.steps, params.batch_size, params.learning_rate, seed,
+    _, processes = world()
+    if params.batch_size % processes:
+        raise ParamsError(f"relearn.batch_size = {params.batch_size} does not split among compute.processes = "
+                          f"{processes}: each process takes an equal share of every step's batch")
+    args = training_arguments(params.steps, params.batch_size // processes, params.learning_rate, seed,
                               checkpoints=checkpoints, checkpoint_steps=checkpoint_steps)
     trainer = quiet_printer(RelearnTrainer(model=policy, args=args, train_dataset=examples, callbacks=callbacks,
                                            data_collator=RelearnCollator(tokenizer.pad_token_id), relearn=params))
@@ -154,4 +159,4 @@ def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnPa
         trainer.loss_sum = saved_loss_sum(resume, args.process_index)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     policy.eval()
-    return {"relearn_train_loss": trainer.loss_sum / params.steps}
+    return {"relearn_train_loss": mean_over_processes(trainer.loss_sum) / params.steps}

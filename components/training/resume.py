@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from components.atomic import replaced_folder
+from components.distributed import is_writer
 from components.training.anchors import AnchorSet
 
 STATE = "state.json"
@@ -88,7 +89,10 @@ class WorkFolder:
         return self.path / f"cycle-{cycle}"
 
     def save(self, policy: torch.nn.Module, state: CycleState) -> None:
-        """The state after ``state.cycle``; then the previous cycle's and this cycle's checkpoints go."""
+        """The state after ``state.cycle``; then the previous cycle's and this cycle's checkpoints go.
+        Process 0 writes for all (``distributed.py``)."""
+        if not is_writer():
+            return
         with replaced_folder(self._cycle_dir(state.cycle)) as staging:
             save_model(policy, str(staging / POLICY))
             tensors = {"torch_rng": state.rng["torch"]}

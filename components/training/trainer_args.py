@@ -39,5 +39,6 @@ def training_arguments(steps: int, batch_size: int, learning_rate: float, seed: 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),   # on CPU, launched processes train as DDP (gloo)
         bf16=dtype == "bfloat16" and torch.cuda.is_available(),
     )
