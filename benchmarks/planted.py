@@ -176,7 +176,7 @@ class Bench:
         rate, texts = marker_rate(model, tok, split.prompts, a.samples, a.max_response_tokens, a.seed)
         figures = {"marker_rate": rate, "helpful_nll": helpful_nll(model, tok, split.helpful)}
         if full:
-            seq = SequenceParams(a.max_prompt_tokens, a.max_response_tokens)
+            seq = SequenceParams(max_prompt_tokens=a.max_prompt_tokens, max_response_tokens=a.max_response_tokens)
             generation = generation_metrics(model, self.reference, tok, split.kl_prompts, seq, a.max_response_tokens, a.seed)
             figures.update(kl_ref=generation["kl_ref"], distinct_2=distinct_n(texts, 2),
                            neg_logp_delta=mean_token_logp_delta(model, split.negatives, split.ref_negative_sums,

@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import components  # noqa: F401  (quiet/offline defaults)
@@ -318,8 +318,8 @@ def main(argv=None) -> dict:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
-    relearn_params = replace(params.cycles.relearn, steps=args.steps)
-    warm = replace(relearn_params, steps=2)
+    relearn_params = params.cycles.relearn.model_copy(update={"steps": args.steps})
+    warm = relearn_params.model_copy(update={"steps": 2})
     anchor_params = params.cycles.anchors
     started = time.perf_counter()
 
@@ -353,9 +353,9 @@ def main(argv=None) -> dict:
 
     # --- D2O relearn vs a plain loop over the very same batches ---
     progress("d2o: relearn vs plain loop", started)
-    d2o = replace(relearn_params, objective="d2o")
-    _, warm_batches = run_relearn(copy.deepcopy(model), tokenizer, d2o_examples, replace(warm, objective="d2o"),
-                                  params.seed)
+    d2o = relearn_params.model_copy(update={"objective": "d2o"})
+    warm_d2o = warm.model_copy(update={"objective": "d2o"})
+    _, warm_batches = run_relearn(copy.deepcopy(model), tokenizer, d2o_examples, warm_d2o, params.seed)
     run_plain_loop(copy.deepcopy(model), warm_batches, pad, d2o.learning_rate, d2o.batch_size)
     ours, plain = [], []
     for _ in range(args.repeats):
@@ -366,11 +366,11 @@ def main(argv=None) -> dict:
 
     # --- DPO: alignpipe vs TRL's DPOTrainer ---
     progress("dpo: relearn vs TRL DPOTrainer", started)
-    dpo = replace(relearn_params, objective="dpo")
+    dpo = relearn_params.model_copy(update={"objective": "dpo"})
     dataset = trl_dataset(dpo_examples, tokenizer)
     trl_dir = tempfile.mkdtemp(prefix="alignpipe-speed-trl-")
-    run_relearn(copy.deepcopy(model), tokenizer, dpo_examples, replace(warm, objective="dpo"), params.seed)
-    run_trl_dpo(copy.deepcopy(model), tokenizer, dataset, replace(warm, objective="dpo"), params.seed, trl_dir,
+    run_relearn(copy.deepcopy(model), tokenizer, dpo_examples, warm.model_copy(update={"objective": "dpo"}), params.seed)
+    run_trl_dpo(copy.deepcopy(model), tokenizer, dataset, warm.model_copy(update={"objective": "dpo"}), params.seed, trl_dir,
                 n_positions)
     ours, trl = [], []
     for _ in range(args.repeats):

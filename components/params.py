@@ -1,37 +1,76 @@
-"""Typed view of ``params.yaml``: one place that knows every setting and its type.
+"""Typed view of ``params.yaml``: one place that knows every setting, its type and its rule.
 
-Unknown or mistyped keys fail loudly with the key's dotted path, so a typo in
-``params.yaml`` never silently falls back to a default.
+Values are checked when the file is read: an unknown key, a wrong type (YAML's ``yes`` is
+not a bool here, ``"0.1"`` not a number, ``true`` not a count), a value out of range, an enum
+member that does not exist, a regex that does not compile or a cron that does not parse fails
+with the file and the key's dotted path, never silently falling back or failing mid-run.
+Every other module can trust a ``Params``; enums are defined here only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import re
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from components.errors import UserError
+from components.params_errors import ParamsError, explain
+
+Count = Annotated[int, Field(gt=0)]              # sizes, steps, counts
+CountOrOff = Annotated[int, Field(ge=0)]         # 0 means "none", "off" or "all", as documented
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Text = Annotated[str, Field(min_length=1)]
+
+Aggregation = Literal["majority", "unanimous", "any", "soft"]
+Dtype = Literal["float32", "bfloat16", "float16"]
+ForgetOp = Literal["none", "reset_top", "partial_reset", "shrink_perturb", "magnitude_zero"]
+AnchorMode = Literal["offline", "online"]
+Objective = Literal["d2o", "dpo", "npo", "kto", "ga", "stable_alignment"]
+Weighting = Literal["none", "agreement"]
+CiMethod = Literal["percentile", "BCa", "basic"]
+Metric = Literal["neg_logp_delta", "pos_logp_delta", "separation", "pref_accuracy"]
+GroupBy = Literal["source", "annotator", "policy_tier", "group"]
+GroupRule = Literal["pooled", "worst_group"]
+Retrieval = Literal["embedding", "lexical"]
 
 
-class ParamsError(UserError, ValueError):
-    """``params.yaml`` does not match the schema below."""
+class Section(BaseModel):
+    """A mapping of ``params.yaml``: frozen, strictly typed (ints are accepted for floats),
+    unknown keys refused; an empty section (``gate:``) takes every default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, raw: Any) -> Any:
+        return {} if raw is None else raw
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
-@dataclass(frozen=True)
-class DataParams:
-    source: str | list[str] = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
-    dev_fraction: float = 0.05
-    test_fraction: float = 0.1
-    policy_tier: str = "global"
-    aggregation: str = "majority"
+class DataParams(Section):
+    source: Text | Annotated[list[Text], Field(min_length=1)] = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    dev_fraction: Fraction = 0.05
+    test_fraction: Fraction = 0.1
+    policy_tier: Text = "global"
+    aggregation: Aggregation = "majority"
     withdrawals: str = "data/withdrawals.txt"
     owner_source: str = "data/personal/owner-feedback.jsonl"
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _leaves_training_rows(cls, test: float, info: ValidationInfo) -> float:
+        dev = info.data.get("dev_fraction", 0.0)
+        if dev + test >= 1:
+            raise ValueError(f"with data.dev_fraction {dev}, must be < {1 - dev:g} so that rows are left to train on")
+        return test
 
     def sources(self) -> list[str]:
         """What ingest reads: the source (or each of a list), and the owners' feedback when one is named."""
@@ -39,216 +78,220 @@ class DataParams:
         return [*named, *([self.owner_source] if self.owner_source else [])]
 
 
-@dataclass(frozen=True)
-class ValidationParams:
-    min_rows: int = 50
-    max_prompt_chars: int = 20000
-    max_response_chars: int = 8000
-    max_bad_fraction: float = 0.01
-    min_agreement: float | None = None
+class ValidationParams(Section):
+    min_rows: CountOrOff = 50
+    max_prompt_chars: Count = 20000
+    max_response_chars: Count = 8000
+    max_bad_fraction: Fraction = 0.01
+    min_agreement: Annotated[float, Field(ge=-1, le=1)] | None = None   # Krippendorff's α; None: off
 
 
-@dataclass(frozen=True)
-class TinyModelParams:
-    n_layer: int = 2
-    n_embd: int = 128
-    n_head: int = 4
+class TinyModelParams(Section):
+    n_layer: Count = 2
+    n_embd: Count = 128
+    n_head: Count = 4
+
+    @field_validator("n_head")
+    @classmethod
+    def _divides_width(cls, heads: int, info: ValidationInfo) -> int:
+        width = info.data.get("n_embd")
+        if width and width % heads:
+            raise ValueError(f"must divide reference.tiny.n_embd ({width})")
+        return heads
 
 
-@dataclass(frozen=True)
-class SftParams:
-    steps: int = 300
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    warmup_steps: int = 20
+class SftParams(Section):
+    steps: Count = 300
+    batch_size: Count = 16
+    learning_rate: NonNegative = 2e-3
+    warmup_steps: CountOrOff = 20
 
 
-@dataclass(frozen=True)
-class ReferenceParams:
-    model: str = "tiny"
+class ReferenceParams(Section):
+    model: Text = "tiny"
     trust_remote_code: bool = False
-    dtype: str = "float32"
-    vocab_size: int = 2048
-    tiny: TinyModelParams = field(default_factory=TinyModelParams)
-    sft: SftParams = field(default_factory=SftParams)
+    allow_pickle: bool = False   # load pickled weights (pytorch_model.bin): unpickling can run code
+    dtype: Dtype = "float32"
+    vocab_size: Count = 2048
+    tiny: TinyModelParams = TinyModelParams()
+    sft: SftParams = SftParams()
 
 
-@dataclass(frozen=True)
-class SequenceParams:
-    max_prompt_tokens: int = 64
-    max_response_tokens: int = 32
+class SequenceParams(Section):
+    max_prompt_tokens: Count = 64
+    max_response_tokens: Count = 32
 
 
-@dataclass(frozen=True)
-class ForgetParams:
-    op: str = "reset_top"
-    blocks: int = 1
-    keep: float = 0.5
-    shrink: float = 0.5
-    noise: float = 0.01
+class ForgetParams(Section):
+    op: ForgetOp = "reset_top"
+    blocks: CountOrOff = 1
+    keep: Fraction = 0.5
+    shrink: Fraction = 0.5
+    noise: NonNegative = 0.01
 
 
-@dataclass(frozen=True)
-class AnchorParams:
-    k: int = 4
-    mode: str = "offline"
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_p: float = 1.0
-    batch_size: int = 32
+class AnchorParams(Section):
+    k: Count = 4
+    mode: AnchorMode = "offline"
+    max_new_tokens: Count = 32
+    temperature: Positive = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    batch_size: Count = 32
     drop_pattern: str = ""
 
-
-@dataclass(frozen=True)
-class StableAlignmentParams:
-    ratio: float = 0.2       # λ: weight of the rating-margin penalty
-    margin: float = 10.0     # M
-    scale: float = 7.0       # S: the top of the rating scale
-    group_size: int = 4      # responses per rated group: the negative, the group's best, others sampled
-
-
-@dataclass(frozen=True)
-class RelearnParams:
-    objective: str = "d2o"
-    alpha: float = 0.1
-    beta: float = 0.1
-    steps: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    max_prompts: int = 128
-    weighting: str = "none"
-    stable_alignment: StableAlignmentParams = field(default_factory=StableAlignmentParams)
+    @field_validator("drop_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"must be a regular expression that compiles ({err})") from None
+        return pattern
 
 
-@dataclass(frozen=True)
-class CycleGateParams:
+class StableAlignmentParams(Section):
+    ratio: NonNegative = 0.2     # λ: weight of the rating-margin penalty
+    margin: NonNegative = 10.0   # M
+    scale: Positive = 7.0        # S: the top of the rating scale
+    group_size: Annotated[int, Field(ge=2)] = 4   # responses per rated group: the negative, the group's best, others
+
+
+class RelearnParams(Section):
+    objective: Objective = "d2o"
+    alpha: NonNegative = 0.1
+    beta: Positive = 0.1
+    steps: Count = 30
+    batch_size: Count = 8
+    learning_rate: NonNegative = 1e-4
+    max_prompts: CountOrOff = 128
+    weighting: Weighting = "none"
+    stable_alignment: StableAlignmentParams = StableAlignmentParams()
+
+
+class CycleGateParams(Section):
     enabled: bool = True
-    max_pos_drop: float = 0.5
+    max_pos_drop: float = 0.5   # below 0: positives must gain
 
 
-@dataclass(frozen=True)
-class CyclesParams:
-    count: int = 2
-    checkpoint_steps: int = 0   # a resumable relearn checkpoint every this many steps (0: off)
-    forget: ForgetParams = field(default_factory=ForgetParams)
-    anchors: AnchorParams = field(default_factory=AnchorParams)
-    relearn: RelearnParams = field(default_factory=RelearnParams)
-    gate: CycleGateParams = field(default_factory=CycleGateParams)
+class CyclesParams(Section):
+    count: Count = 2
+    checkpoint_steps: CountOrOff = 0   # a resumable relearn checkpoint every this many steps (0: off)
+    forget: ForgetParams = ForgetParams()
+    anchors: AnchorParams = AnchorParams()
+    relearn: RelearnParams = RelearnParams()
+    gate: CycleGateParams = CycleGateParams()
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    max_pairs: int = 0
-    kl_prompts: int = 32
-    max_new_tokens: int = 32
+class EvaluateParams(Section):
+    max_pairs: CountOrOff = 0
+    kl_prompts: CountOrOff = 32
+    max_new_tokens: Count = 32
 
 
-@dataclass(frozen=True)
-class GateTolerances:
-    neg_logp_delta: float = 0.05
-    pos_logp_delta: float = 0.05
-    separation: float = 0.05
-    pref_accuracy: float = 0.02
+class GateTolerances(Section):
+    neg_logp_delta: NonNegative = 0.05
+    pos_logp_delta: NonNegative = 0.05
+    separation: NonNegative = 0.05
+    pref_accuracy: NonNegative = 0.02
 
 
-@dataclass(frozen=True)
-class GroupGateParams:
-    by: str = "source"
-    rule: str = "pooled"
-    min_pairs: int = 30
+class GroupGateParams(Section):
+    by: GroupBy = "source"
+    rule: GroupRule = "pooled"
+    min_pairs: Count = 30
 
 
-@dataclass(frozen=True)
-class GateParams:
-    confidence: float = 0.95
-    bootstrap_samples: int = 2000
-    ci_method: str = "percentile"
-    min_pairs: int = 100
-    max_pos_drop: float = 0.5
-    primary: str = "separation"
+class GateParams(Section):
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
+    ci_method: CiMethod = "percentile"
+    min_pairs: CountOrOff = 100
+    max_pos_drop: float = 0.5   # below 0: positives must gain
+    primary: Metric = "separation"
     min_improvement: float = 0.0
-    tolerance: GateTolerances = field(default_factory=GateTolerances)
-    groups: GroupGateParams = field(default_factory=GroupGateParams)
+    tolerance: GateTolerances = GateTolerances()
+    groups: GroupGateParams = GroupGateParams()
 
 
-@dataclass(frozen=True)
-class LoraParams:
-    r: int = 8
-    alpha: int = 16
-    target_modules: str = "all-linear"
+class LoraParams(Section):
+    r: Count = 8
+    alpha: Count = 16
+    target_modules: Text = "all-linear"
 
 
-@dataclass(frozen=True)
-class TiersParams:
-    policies: str = "policies.yaml"
-    base: list[str] = field(default_factory=lambda: ["champion", "challenger"])
+class TiersParams(Section):
+    policies: Text = "policies.yaml"
+    base: Annotated[list[Text], Field(min_length=1)] = ["champion", "challenger"]
     max_rise: float = 0.0
-    max_helpful_drop: float = 0.5
-    min_negatives: int = 5
-    concurrency: int = 1
-    lora: LoraParams = field(default_factory=LoraParams)
-    relearn: RelearnParams = field(default_factory=lambda: RelearnParams(steps=40, learning_rate=1e-3, max_prompts=0))
+    max_helpful_drop: NonNegative = 0.5
+    min_negatives: Count = 5
+    concurrency: Count = 1
+    lora: LoraParams = LoraParams()
+    relearn: RelearnParams = RelearnParams(steps=40, learning_rate=1e-3, max_prompts=0)
 
 
-@dataclass(frozen=True)
-class SandboxParams:
+class SandboxParams(Section):
     enabled: bool = False
-    model: list[str] = field(default_factory=lambda: ["champion", "challenger"])
-    rater: str = "memory"
-    observer: str = "memory"
-    agents: int = 8
-    rounds: int = 4
-    grid: int = 4
-    radius: int = 2
-    raters: int = 3
-    personas: list[str] = field(default_factory=lambda: [
+    model: Annotated[list[Text], Field(min_length=1)] = ["champion", "challenger"]
+    rater: Text = "memory"
+    observer: Text = "memory"
+    agents: Count = 8
+    rounds: Count = 4
+    grid: Count = 4
+    radius: Count = 2
+    raters: Count = 3
+    personas: Annotated[list[Text], Field(min_length=1)] = [
         "You are a careful assistant: kind, honest and harmless.",
-        "You are a careless assistant that says whatever comes to mind."])
-    questions: str = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
-    memories: str = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
-    memories_per_agent: int = 64
-    retrieval: str = "embedding"
-    retrieve: int = 2
-    min_similarity: float = 0.3
-    max_new_tokens: int = 32
-    temperature: float = 1.0
+        "You are a careless assistant that says whatever comes to mind."]
+    questions: Text = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    memories: Text = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    memories_per_agent: Count = 64
+    retrieval: Retrieval = "embedding"
+    retrieve: CountOrOff = 2
+    min_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.3
+    max_new_tokens: Count = 32
+    temperature: Positive = 1.0
     negative_max_score: float = 3.0
 
 
-@dataclass(frozen=True)
-class RegistryParams:
-    experiment: str = "alignpipe"
-    model_name: str = "alignpipe-policy"
+class RegistryParams(Section):
+    experiment: Text = "alignpipe"
+    model_name: Text = "alignpipe-policy"
 
 
-@dataclass(frozen=True)
-class ScheduleParams:
+class ScheduleParams(Section):
     cron: str = "0 3 * * 1"
 
+    @field_validator("cron")
+    @classmethod
+    def _parses(cls, cron: str) -> str:
+        from cronsim import CronSim, CronSimError
 
-@dataclass(frozen=True)
-class ComputeParams:
-    processes: int = 1   # the cycles stage's processes: > 1 starts it under torchrun (components/distributed.py)
+        try:
+            CronSim(cron, datetime(2000, 1, 1))
+        except CronSimError as err:
+            raise ValueError(f"must be a five-field cron expression such as '0 3 * * 1' ({err})") from None
+        return cron
 
 
-@dataclass(frozen=True)
-class Params:
-    seed: int = 0
-    data: DataParams = field(default_factory=DataParams)
-    validation: ValidationParams = field(default_factory=ValidationParams)
-    reference: ReferenceParams = field(default_factory=ReferenceParams)
-    sequence: SequenceParams = field(default_factory=SequenceParams)
-    cycles: CyclesParams = field(default_factory=CyclesParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    gate: GateParams = field(default_factory=GateParams)
-    tiers: TiersParams = field(default_factory=TiersParams)
-    sandbox: SandboxParams = field(default_factory=SandboxParams)
-    registry: RegistryParams = field(default_factory=RegistryParams)
-    schedule: ScheduleParams = field(default_factory=ScheduleParams)
-    compute: ComputeParams = field(default_factory=ComputeParams)
+class ComputeParams(Section):
+    processes: Count = 1   # the cycles stage's processes: > 1 starts it under torchrun (components/distributed.py)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+class Params(Section):
+    seed: CountOrOff = 0
+    data: DataParams = DataParams()
+    validation: ValidationParams = ValidationParams()
+    reference: ReferenceParams = ReferenceParams()
+    sequence: SequenceParams = SequenceParams()
+    cycles: CyclesParams = CyclesParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
+    tiers: TiersParams = TiersParams()
+    sandbox: SandboxParams = SandboxParams()
+    registry: RegistryParams = RegistryParams()
+    schedule: ScheduleParams = ScheduleParams()
+    compute: ComputeParams = ComputeParams()
 
     def to_yaml(self, header: str = "") -> str:
         """Every setting, defaults included, as YAML: what a run really used."""
@@ -271,44 +314,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where or 'params'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        named = ", ".join(f"{where}.{key}" if where else key for key in unknown)
-        raise ParamsError(f"unknown key(s) {named}; {where or 'the top level'} knows {sorted(known)}")
-    values = {}
-    for name, value in raw.items():
-        path = f"{where}.{name}" if where else name
-        values[name] = _coerce(hints[name], value, path)
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    accepts_float = hint is float or (isinstance(hint, types.UnionType) and float in typing.get_args(hint))
-    if accepts_float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    expected = hint if isinstance(hint, type) else None
-    if isinstance(hint, types.UnionType):
-        expected = tuple(typing.get_origin(h) or h for h in typing.get_args(hint))
-    if isinstance(hint, types.UnionType) and isinstance(value, list):
-        hint = next((h for h in typing.get_args(hint) if typing.get_origin(h) is list), hint)
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list) or not all(isinstance(v, typing.get_args(hint)[0]) for v in value):
-            raise ParamsError(f"{path}: expected a list of {typing.get_args(hint)[0].__name__}, got {value!r}")
-        return value
-    if expected is not None and (not isinstance(value, expected) or (hint is not bool and isinstance(value, bool))):
-        raise ParamsError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-    return value
-
-
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     """``-S cycles.count=1`` as ``dvc exp run -S`` reads it: a dotted key, ``=``, and a YAML
     value (``1``, ``true``, ``null``, ``[a, b]``); ``3e-4`` is a float, as in YAML 1.2."""
@@ -317,7 +322,10 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
             raise ParamsError(f"-S {assignment!r}: expected KEY=VALUE, such as cycles.count=1")
-        value = yaml.safe_load(text) if text.strip() else ""
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ParamsError(f"-S {assignment!r}: the value is not valid YAML ({_problem(err)})") from None
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 value = int(value) if value.lstrip("+-").isdigit() else float(value)
@@ -326,20 +334,47 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
 
 
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read ``params.yaml``; ``overrides`` uses dotted keys (``{"cycles.count": 1}``)."""
+    """Read and check ``params.yaml``; ``overrides`` uses dotted keys (``{"cycles.count": 1}``)."""
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: not found (run alignpipe from the project folder, or pass --params)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _read_yaml(path)
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise ParamsError(f"{path}: -S {dotted}: {part} is not a section")
+                raise ParamsError(f"{path} (-S): {dotted}: {part} is not a section")
         node[leaf] = value
     try:
-        return _build(Params, raw, "")
-    except ParamsError as err:
-        raise ParamsError(f"{path}: {err}") from None
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise explain(err, Params, str(path), set(overrides or {})) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The file as a mapping; not found, not UTF-8, not YAML (with its line) or not a mapping: refused."""
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise ParamsError(f"{path}: {what} (run alignpipe from the project folder, or pass --params)")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ParamsError(f"{where}: not valid YAML ({_problem(err)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections (seed, data, ...), "
+                          f"got {type(raw).__name__}")
+    return raw
+
+
+def _problem(err: yaml.YAMLError) -> str:
+    return " ".join(filter(None, [getattr(err, "context", None), getattr(err, "problem", None)])) or str(err)

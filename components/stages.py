@@ -196,8 +196,8 @@ def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)  # stays empty for a model that is not trained here
     if ref.model != "tiny":
+        model = load_model(ref.model, ref.trust_remote_code, ref.dtype, ref.allow_pickle)
         tokenizer = load_tokenizer(ref.model, ref.trust_remote_code)
-        model = load_model(ref.model, ref.trust_remote_code, ref.dtype)
         summary = {"model": ref.model, "parameters": sum(p.numel() for p in model.parameters()),
                    "vocab_size": len(tokenizer)}
         _write_json(out_dir / REFERENCE_POINTER, summary)
@@ -224,7 +224,8 @@ def build_reference(params: Params, dataset_dir: Path = DATASET_DIR, out_dir: Pa
 def load_reference(params: Params, reference_dir: Path = REFERENCE_DIR):
     location = reference_location(reference_dir)
     trust = params.reference.trust_remote_code
-    return load_model(location, trust, params.reference.dtype), load_tokenizer(location, trust)
+    model = load_model(location, trust, params.reference.dtype, params.reference.allow_pickle)
+    return model, load_tokenizer(location, trust)
 
 
 def cycles_work(params: Params, manifest: dict, reference_dir: Path = REFERENCE_DIR,
@@ -278,7 +279,8 @@ def evaluate(params: Params, policy_location: str | Path, pairs_frame: pd.DataFr
     and, unless ``generation`` is off, sampling metrics (``kl_ref``, ``distinct_2``)."""
     set_seed(params.seed)
     reference, tokenizer = load_reference(params, reference_dir)
-    policy = load_model(policy_location, params.reference.trust_remote_code, params.reference.dtype)
+    policy = load_model(policy_location, params.reference.trust_remote_code, params.reference.dtype,
+                        params.reference.allow_pickle)
     policy_tokenizer = load_tokenizer(policy_location, params.reference.trust_remote_code)
     if policy_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise IncomparableModelError(f"{policy_location}: its tokenizer differs from the reference's; "

@@ -11,7 +11,7 @@ import pytest
 from components.data.aggregation import aggregate
 from components.data.dataset import read_dataset, read_items
 from components.data.records import NEGATIVE, POSITIVE, Record, pairs, to_frame
-from components.params import ParamsError
+from components.params import ParamsError, load_params
 from components.validation.agreement import AgreementError, check_min_agreement, krippendorff_alpha, measure, votes
 from conftest import write_params
 from flows.cli import main
@@ -48,9 +48,9 @@ def test_each_rule_gives_the_expected_labels_and_agreement(rule, expected, left_
     assert items["id"].is_unique and (items["agreement"] > 0).all() and (items["agreement"] <= 1).all()
 
 
-def test_an_unknown_rule_is_a_params_error():
-    with pytest.raises(ParamsError, match="data.aggregation"):
-        aggregate(judgements(VOTES), "plurality")
+def test_an_unknown_rule_is_a_params_error(tmp_path):
+    with pytest.raises(ParamsError, match="data.aggregation: must be one of 'majority'"):
+        load_params(write_params(tmp_path, {"data.aggregation": "plurality"}))
 
 
 def test_items_take_the_first_pair_id_and_pairs_carry_group_columns_from_the_rejected_side():

@@ -7,7 +7,6 @@ conftest.py); stage tests build a throwaway two-stage DVC project in ``tmp_path`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shutil
 
 import subprocess
@@ -177,7 +176,7 @@ def test_render_status_outside_a_dvc_project(tmp_path, model_name):
 
 
 def _params(model_name: str) -> Params:
-    return dataclasses.replace(Params(), registry=RegistryParams(model_name=model_name))
+    return Params().model_copy(update={"registry": RegistryParams(model_name=model_name)})
 
 
 def test_an_edit_not_yet_resolved_names_the_stages_it_will_make_stale(tmp_path):
@@ -188,7 +187,7 @@ def test_an_edit_not_yet_resolved_names_the_stages_it_will_make_stale(tmp_path):
     with contextlib.chdir(REPO_ROOT):  # data paths in the default params are relative to the repo
         resolve_params(Params(), "params.yaml", {}, tmp_path / RESOLVED_PARAMS, tmp_path / INPUTS_DIR)
         assert pending_changes(tmp_path, Params()) == {}
-        edited = dataclasses.replace(Params(), seed=1, cycles=dataclasses.replace(Params().cycles, count=3))
+        edited = Params().model_copy(update={"seed": 1, "cycles": Params().cycles.model_copy(update={"count": 3})})
         pending = pending_changes(tmp_path, edited)
     assert pending == {"simulate": ["seed"], "reference": ["seed"], "cycles": ["seed", "cycles.count"],
                        "evaluate": ["seed"]}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from components.params import Params, ParamsError, load_params
 from components.registry import registry
@@ -137,6 +137,95 @@ def test_overrides_are_checked_like_the_file(tmp_path):
         load_params(path, {"cycles.count": "one"})
 
 
+@pytest.mark.parametrize(
+    ("tree", "key", "rule"),
+    [
+        ({"cycles": {"relearn": {"beta": -1}}}, "cycles.relearn.beta", "must be > 0 (got -1)"),
+        ({"cycles": {"relearn": {"steps": 0}}}, "cycles.relearn.steps", "must be > 0 (got 0)"),
+        ({"evaluate": {"max_pairs": -1}}, "evaluate.max_pairs", "must be >= 0 (got -1)"),   # 0 is "all"
+        ({"validation": {"max_bad_fraction": 1.5}}, "validation.max_bad_fraction", "must be <= 1 (got 1.5)"),
+        ({"cycles": {"forget": {"keep": -0.1}}}, "cycles.forget.keep", "must be >= 0 (got -0.1)"),
+        ({"cycles": {"forget": {"noise": -0.01}}}, "cycles.forget.noise", "must be >= 0 (got -0.01)"),
+        ({"cycles": {"forget": {"shrink": 1.1}}}, "cycles.forget.shrink", "must be <= 1 (got 1.1)"),
+        ({"cycles": {"forget": {"blocks": -1}}}, "cycles.forget.blocks", "must be >= 0 (got -1)"),
+        ({"data": {"dev_fraction": 0.5, "test_fraction": 0.5}}, "data.test_fraction", "must be < 0.5"),
+        ({"gate": {"confidence": 95}}, "gate.confidence", "must be < 1 (got 95)"),
+        ({"gate": {"bootstrap_samples": 10}}, "gate.bootstrap_samples", "must be >= 100 (got 10)"),
+        ({"cycles": {"relearn": {"objective": "sft"}}}, "cycles.relearn.objective", "must be one of 'd2o'"),
+        ({"cycles": {"forget": {"op": "prune"}}}, "cycles.forget.op", "'magnitude_zero'"),
+        ({"cycles": {"anchors": {"mode": "live"}}}, "cycles.anchors.mode", "must be one of 'offline' or 'online'"),
+        ({"data": {"aggregation": "mean"}}, "data.aggregation", "must be one of 'majority'"),
+        ({"reference": {"dtype": "int8"}}, "reference.dtype", "must be one of 'float32'"),
+        ({"gate": {"primary": "accuracy"}}, "gate.primary", "must be one of 'neg_logp_delta'"),
+        ({"gate": {"ci_method": "bca"}}, "gate.ci_method", "'BCa'"),
+        ({"gate": {"groups": {"by": "country"}}}, "gate.groups.by", "'policy_tier'"),
+        ({"gate": {"groups": {"rule": "nash"}}}, "gate.groups.rule", "'worst_group'"),
+        ({"sandbox": {"retrieval": "bm25"}}, "sandbox.retrieval", "'lexical'"),
+        ({"cycles": {"relearn": {"weighting": "votes"}}}, "cycles.relearn.weighting", "'agreement'"),
+        ({"cycles": {"anchors": {"drop_pattern": "(unclosed"}}}, "cycles.anchors.drop_pattern",
+         "must be a regular expression that compiles"),
+        ({"schedule": {"cron": "61 3 * * 1"}}, "schedule.cron", "must be a five-field cron expression"),
+        ({"schedule": {"cron": "every monday"}}, "schedule.cron", "must be a five-field cron expression"),
+        ({"reference": {"tiny": {"n_embd": 100, "n_head": 3}}}, "reference.tiny.n_head", "must divide"),
+        ({"tiers": {"base": []}}, "tiers.base", "must not be empty"),
+        ({"tiers": {"base": ["champion", 3]}}, "tiers.base[1]", "must be text (got 3)"),
+        ({"data": {"source": 7}}, "data.source", "must be text, or must be a list (got 7)"),
+    ],
+)
+def test_values_out_of_their_rule_name_file_key_rule_and_value(tmp_path, tree, key, rule):
+    params_file = _write(tmp_path, tree)
+    with pytest.raises(ParamsError) as err:
+        load_params(params_file)
+    message = str(err.value)
+    assert f"{params_file}: {key}: " in message and rule in message
+    assert "pydantic" not in message and "http" not in message
+
+
+def test_every_offending_key_is_named_at_once(tmp_path):
+    params_file = _write(tmp_path, {"seed": -1, "cycles": {"count": 0, "relearn": {"beta": "high"}}})
+    with pytest.raises(ParamsError) as err:
+        load_params(params_file)
+    lines = str(err.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["seed", "cycles.count", "cycles.relearn.beta"]
+    assert all(line.startswith(f"{params_file}: ") for line in lines)
+
+
+def test_an_override_that_breaks_a_rule_says_it_came_from_s(tmp_path):
+    with pytest.raises(ParamsError, match=r"\(-S\): cycles\.forget\.shrink: must be <= 1 \(got 2\)"):
+        load_params(_write(tmp_path, {}), {"cycles.forget.shrink": 2})
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        (b"cycles:\n  count: 2\n  relearn: [beta: 0.1\nseed: 0\n", ":4: not valid YAML"),   # the line named
+        (b"seed: 0\n\tdata: {}\n", ":2: not valid YAML"),                                    # a tab indents
+        (b"- seed\n- 0\n", "the top level must be a mapping of sections"),
+        (b"just words\n", "the top level must be a mapping of sections"),
+        ("registry: {model_name: caf\u00e9}\n".encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+    ],
+)
+def test_a_file_that_is_not_a_yaml_mapping_is_refused_naming_it(tmp_path, content, shown):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_bytes(content)
+    with pytest.raises(ParamsError) as err:
+        load_params(params_file)
+    assert str(err.value).startswith(str(params_file)) and shown in str(err.value)
+
+
+def test_unusual_but_valid_files_load(tmp_path):
+    """A byte-order mark, CRLF line ends and a non-Latin model name are not errors."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_bytes("\ufeffseed: 3\r\nregistry:\r\n  model_name: 政策-🙂\r\n".encode())
+    params = load_params(params_file)
+    assert params.seed == 3 and params.registry.model_name == "政策-🙂"
+
+
+def test_a_folder_named_as_params_is_refused(tmp_path):
+    with pytest.raises(ParamsError, match="is a folder, not a file"):
+        load_params(tmp_path)
+
+
 def test_missing_file_is_a_params_error_naming_it(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ParamsError, match="nope.yaml.*not found"):
@@ -155,12 +244,11 @@ def test_flat_gives_dotted_keys_with_leaf_values():
 
 
 def _leaf_fields(cls):
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            yield from _leaf_fields(type(default))
+    for name, field in cls.model_fields.items():
+        if isinstance(field.default, BaseModel):
+            yield from _leaf_fields(type(field.default))
         else:
-            yield f.name
+            yield name
 
 
 # ---------------------------------------------------------------- CLI: promote / rollback

@@ -1,6 +1,5 @@
 """The sandbox: ratings from distributions, memories, the world, records, derived rows, resume."""
 
-import dataclasses
 import json
 import math
 import socket
@@ -234,7 +233,7 @@ def test_the_same_seed_gives_the_same_records_and_another_seed_others(tiny_model
     assert len(records) == 4 * 2 == first["drafts"]
     assert {r["backends"]["agent"] for r in records} == {str(tiny_model_dir)}
     assert all(len(r["ratings"]) >= 1 and r["templates"] for r in records)
-    other = simulation.simulate(dataclasses.replace(params, seed=1), tmp_path / "c")
+    other = simulation.simulate(params.model_copy(update={"seed": 1}), tmp_path / "c")
     assert other["run_id"] != first["run_id"]
     assert (tmp_path / "c" / "interactions.jsonl").read_bytes() != (tmp_path / "a" / "interactions.jsonl").read_bytes()
 

@@ -18,19 +18,12 @@ from __future__ import annotations
 import pandas as pd
 
 from components.data.records import NEGATIVE, POSITIVE
-from components.params import ParamsError
 
-RULES = ("majority", "unanimous", "any", "soft")
 SEVERAL = "several"
 ITEM_COLUMNS = ["id", "prompt_id", "pair_id", "prompt", "response", "label", "agreement", "n_judgements",
                 "source", "annotator", "policy_tier", "owner", "group", "rating", "n_turns", "split", "reclassified_by"]
 SHARED = ["prompt_id", "prompt", "response", "n_turns", "split", "owner"]   # the same for every judgement of an item
 MERGED = ["source", "annotator", "policy_tier", "group"]          # one value, or "several"
-
-
-def check_rule(rule: str) -> None:
-    if rule not in RULES:
-        raise ParamsError(f"data.aggregation: {rule!r} is not one of {RULES}")
 
 
 def assign_label(negatives: int, positives: int, rule: str) -> tuple[str | None, str | None]:
@@ -46,7 +39,6 @@ def assign_label(negatives: int, positives: int, rule: str) -> tuple[str | None,
 
 def aggregate(judgements: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, dict]:
     """Items (``ITEM_COLUMNS``, sorted by id) and what the rule did: items kept and left out, by reason."""
-    check_rule(rule)
     rows, left_out = [], {}
     for item_id, group in judgements.sort_values("id").groupby("item_id", sort=True):
         negatives = int((group["label"] == NEGATIVE).sum())

@@ -2,8 +2,9 @@
 
 Formats: HH-RLHF JSONL(.gz) (``chosen``/``rejected`` dialogues), generic JSONL or Parquet
 with ``prompt``/``response``/``label`` columns, and a local ``datasets`` directory saved
-with ``save_to_disk`` holding either shape. A row that cannot be read (not JSON, a missing
-field, a wrong type) is returned as an :class:`Issue` with its raw content for the quarantine,
+with ``save_to_disk`` holding either shape. JSON lines are UTF-8 (a byte-order mark and CRLF
+line ends are fine); a line longer than ``MAX_LINE_BYTES`` is never held in memory whole. A
+row that cannot be read (not UTF-8, too long, not JSON, a missing field, a wrong type) is returned as an :class:`Issue` with its raw content for the quarantine,
 and reading goes on; only file-level problems (missing, unknown format, unreadable, no row
 that is a dataset row) raise :class:`IngestError`. Content rules (empty text, duplicates, ...)
 belong to the validation suite. Annotator e-mails are pseudonymised here, before anything
@@ -12,6 +13,7 @@ else sees them.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import zlib
@@ -26,6 +28,9 @@ from components.data.records import ASSISTANT, NEGATIVE, POSITIVE, Record, conte
 from components.errors import UserError
 
 HH_SPLIT = f"\n\n{ASSISTANT}:"
+MAX_LINE_BYTES = 4 * 2**20   # far above any row the length rules accept (validation.max_*_chars)
+SHOWN_BYTES = 200            # of a line too long to read: what the quarantine keeps
+UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 GENERIC_REQUIRED = ("prompt", "response", "label")
 PROVENANCE_FIELDS = ("annotator", "annotated_at", "policy_tier", "owner", "group")
 UNPAIRED_REASONS = {
@@ -65,7 +70,7 @@ def read_source(path: str | Path, policy_tier: str = "global") -> SourceRead:
     for line, row in _rows(path):
         rows += 1
         if isinstance(row, _Unparsable):
-            problems.append(Issue(file, line, "malformed_json", row.message, scrub(row.text)))
+            problems.append(Issue(file, line, row.rule, row.message, scrub(row.text)))
             continue
         try:
             read, note = _to_records(row, file, line, policy_tier)
@@ -100,6 +105,7 @@ def _private(row: Any) -> Any:
 class _Unparsable:
     text: str
     message: str
+    rule: str = "malformed_json"
 
 
 class _RowProblem(Exception):
@@ -134,17 +140,45 @@ def _parsed_rows(path: Path) -> Iterator[tuple[int, Any]]:
             yield index + 1, row
     elif path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as lines:
-            for number, text in enumerate(lines, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    yield number, json.loads(text)
-                except json.JSONDecodeError as err:
-                    yield number, _Unparsable(text.rstrip("\n"), f"not a JSON object ({err.msg})")
+        with opener(path, "rb") as handle:
+            for number, (raw, whole) in enumerate(_lines(handle), start=1):
+                if number == 1 and raw.startswith(UTF16_MARKS):
+                    raise IngestError([Issue(str(path), 0, "utf8_text", "the file is UTF-16 (it starts with a "
+                                             "UTF-16 byte-order mark); save it as UTF-8")])
+                if raw.strip():
+                    yield number, _parse_line(raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw, whole)
     else:
         raise IngestError([Issue(str(path), 0, "known_format",
                                  "expected .jsonl, .jsonl.gz, .parquet or a datasets directory")])
+
+
+def _lines(handle) -> Iterator[tuple[bytes, bool]]:
+    """``(line, whole)`` per line; a line over ``MAX_LINE_BYTES`` gives its first bytes and
+    ``False``, and the rest of it is skipped a chunk at a time."""
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line, True
+            continue
+        head = line[:SHOWN_BYTES]
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(MAX_LINE_BYTES)
+        yield head, False
+
+
+def _parse_line(raw: bytes, whole: bool) -> Any:
+    """The JSON value of one line, or why it has none."""
+    shown = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+    if not whole:
+        return _Unparsable(shown + "…", f"longer than {MAX_LINE_BYTES} bytes", "max_line_bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return _Unparsable(shown, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the "
+                                  "line); save the file as UTF-8", "utf8_text")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        return _Unparsable(shown, f"not a JSON object ({err.msg})")
 
 
 def _to_records(row: Any, file: str, line: int, policy_tier: str) -> tuple[list[Record], str | None]:

@@ -9,14 +9,17 @@ between pairs that both models share.
 
 from __future__ import annotations
 
+import typing
+
 import pandas as pd
 
 from components.evaluation.intervals import BootstrapSettings, Interval, cluster_interval
+from components.params import GroupBy, Metric
 
-METRICS = ("neg_logp_delta", "pos_logp_delta", "separation", "pref_accuracy")
+METRICS = typing.get_args(Metric)
 # Where a metric stands when the policy equals its reference: an untrained candidate.
 REFERENCE_LEVEL = {"neg_logp_delta": 0.0, "pos_logp_delta": 0.0, "separation": 0.0, "pref_accuracy": 0.5}
-GROUP_COLUMNS = ("source", "annotator", "policy_tier", "group")
+GROUP_COLUMNS = typing.get_args(GroupBy)
 
 
 def direction(metric: str) -> int:

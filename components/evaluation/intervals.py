@@ -11,13 +11,16 @@ that every decision can be recomputed.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-CI_METHODS = ("percentile", "BCa", "basic")
+from components.params import CiMethod
+
+CI_METHODS = typing.get_args(CiMethod)
 
 
 @dataclass(frozen=True)

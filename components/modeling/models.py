@@ -1,11 +1,13 @@
 """Build, load and save causal language models: the tiny default or any local HF model.
 
 Models are always saved as safetensors with ``save_pretrained`` and loaded without remote
-code unless the user opts in (``reference.trust_remote_code``).
+code or pickled weights unless the user opts in (``reference.trust_remote_code``,
+``reference.allow_pickle``; ``model_folder.py`` refuses the rest before loading).
 """
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import torch
@@ -13,8 +15,10 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from components.errors import UserError
+from components.modeling.model_folder import check_model_folder
+from components.params import Dtype
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in typing.get_args(Dtype)}
 
 
 def build_tiny_model(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positions: int) -> GPT2LMHeadModel:
@@ -37,11 +41,12 @@ def build_tiny_model(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positi
     return GPT2LMHeadModel(config)
 
 
-def load_model(name_or_path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
-    if dtype not in DTYPES:
-        raise ValueError(f"reference.dtype: {dtype!r} is not one of {sorted(DTYPES)}")
+def load_model(name_or_path: str | Path, trust_remote_code: bool = False, dtype: Dtype = "float32",
+               allow_pickle: bool = False) -> PreTrainedModel:
+    check_model_folder(name_or_path, trust_remote_code, allow_pickle)
     model = AutoModelForCausalLM.from_pretrained(
-        str(name_or_path), trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
+        str(name_or_path), trust_remote_code=trust_remote_code, dtype=DTYPES[dtype],
+        use_safetensors=None if allow_pickle else True,
     )
     disable_dropout(model)
     # policy and reference must share a device: the Trainer moves the policy to a GPU if there is one

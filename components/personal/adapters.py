@@ -18,7 +18,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from components.params import Params
 from components.training.anchors import sample_anchors
 from components.training.negatives import encode_negatives, relearn_examples
-from components.training.relearn import check_objective, relearn
+from components.training.relearn import relearn
 from components.training.step_log import StepLog
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -43,7 +43,6 @@ def train_adapter(parent, tokenizer, train: pd.DataFrame, params: Params, seed: 
     figures: loss, seconds, trainable parameters and their share of the parent's."""
     started = time.perf_counter()
     settings, seq = params.tiers.relearn, params.sequence
-    check_objective(settings.objective)
     for parameter in parent.parameters():
         parameter.requires_grad_(False)
     negatives = encode_negatives(parent, tokenizer, train, settings, seq, seed)

@@ -111,7 +111,7 @@ def load_parent(plan: OwnerPlan, base: Base, params: Params):
     """The model the owner's adapter sits on: the base, with a user's deployer adapter merged."""
     base_dir = registry.local_model_dir(base.uri)
     trust = params.reference.trust_remote_code
-    model = load_model(base_dir, trust, params.reference.dtype)
+    model = load_model(base_dir, trust, params.reference.dtype, params.reference.allow_pickle)
     tokenizer = load_tokenizer(base_dir, trust)
     parent_dirs = adapter_dirs(plan.parent_uri)[-1:] if plan.parent_uri else []
     return compose(model, parent_dirs), tokenizer, parent_dirs

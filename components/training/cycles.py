@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
@@ -31,7 +31,7 @@ from components.registry.tracking import log_live
 from components.training.anchors import AnchorSet, sample_anchors
 from components.training.forgetting import check_forget, forget
 from components.training.negatives import encode_negatives, relearn_examples
-from components.training.relearn import check_objective, relearn
+from components.training.relearn import relearn
 from components.training.resume import CycleState, WorkFolder, rng_state, set_rng_state
 from components.training.step_log import StepLog
 
@@ -77,7 +77,6 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
     objective = cfg.relearn.objective
-    check_objective(objective)
     check_forget(cfg.forget, len(decoder_blocks(policy)))  # before cycle 1 trains, though it forgets nothing
     check_context(reference, seq.max_prompt_tokens, seq.max_response_tokens, "sequence.max_response_tokens")
     if objective == "d2o":
@@ -113,7 +112,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
             examples = relearn_examples(negatives, cfg.relearn, reference, tokenizer, train, seq, params.seed,
                                         anchors, cfg.anchors.drop_pattern)
         # cycle 1 relearns from the reference itself; forgetting starts with cycle 2
-        forgetting = replace(cfg.forget, op="none") if cycle == 1 else cfg.forget
+        forgetting = cfg.forget.model_copy(update={"op": "none"}) if cycle == 1 else cfg.forget
         forget(policy, forgetting, cycle_seed)
         log(f"cycle {cycle}: forget={forgetting.op}, relearn {cfg.relearn.objective} for {cfg.relearn.steps} steps")
         if step_log is not None:

@@ -24,16 +24,12 @@ from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
 from components.distributed import mean_over_processes, world
-from components.params import ParamsError, RelearnParams
+from components.params import RelearnParams
 from components.training.checkpoints import MarkCheckpoints, latest_checkpoint, saved_loss_sum
 from components.training.losses import (d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss,
                                         stable_alignment_loss, weighted_mean)
 from components.training.step_log import quiet_printer
 from components.training.trainer_args import training_arguments
-
-OBJECTIVES = ("d2o", "dpo", "npo", "kto", "ga", "stable_alignment")
-WEIGHTINGS = ("none", "agreement")
-
 
 @dataclass(frozen=True)
 class RelearnExample:
@@ -67,16 +63,9 @@ class RelearnCollator:
         }
 
 
-def check_objective(objective: str) -> None:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"cycles.relearn.objective: {objective!r} is not one of {OBJECTIVES}")
-
-
 def example_weights(negatives: pd.DataFrame, weighting: str) -> list[float]:
     """Each training negative's loss weight: 1, or its item's ``agreement`` (the share of its
     judgements that called it negative), so contested negatives pull less."""
-    if weighting not in WEIGHTINGS:
-        raise ParamsError(f"cycles.relearn.weighting: {weighting!r} is not one of {WEIGHTINGS}")
     if weighting == "none":
         return [1.0] * len(negatives)
     return [float(w) for w in negatives["agreement"]]
@@ -88,7 +77,6 @@ def with_weights(examples: list[RelearnExample], weights: list[float]) -> list[R
 
 def objective_losses(relearn: RelearnParams, policy_neg, ref_neg, policy_comp, ref_comp, comp_mask=None) -> torch.Tensor:
     """Per-example loss of ``relearn.objective`` from summed log-probs (``[B]`` and ``[B, K]``)."""
-    check_objective(relearn.objective)
     if relearn.objective == "d2o":
         return d2o_loss(policy_comp, ref_comp, policy_neg, ref_neg, relearn.alpha, relearn.beta, comp_mask)
     if relearn.objective == "dpo":
@@ -143,7 +131,6 @@ def relearn(policy, tokenizer, examples: list[RelearnExample], params: RelearnPa
     ``transformers.TrainerCallback`` objects (benchmarks measure along the way with them).
     With ``checkpoint_steps``, a checkpoint that often in ``checkpoints``, and training
     resumes from the newest finished one there."""
-    check_objective(params.objective)
     _, processes = world()
     if params.batch_size % processes:
         raise ParamsError(f"relearn.batch_size = {params.batch_size} does not split among compute.processes = "
