@@ -129,9 +129,10 @@ def test_agents_sit_on_distinct_seeded_cells_and_rate_their_neighbours():
 
 
 def test_an_agent_without_neighbours_is_a_clear_error():
-    settings = load_params(REPO_ROOT / "params.yaml", {"sandbox.grid": 10, "sandbox.radius": 0, "sandbox.agents": 2}).sandbox
+    settings = load_params(REPO_ROOT / "params.yaml", {"sandbox.grid": 10, "sandbox.radius": 1, "sandbox.agents": 2}).sandbox
     agents = place_agents(settings, seed=0)
-    with pytest.raises(SandboxError, match="no neighbour within sandbox.radius = 0"):
+    assert max(abs(a - b) for a, b in zip(agents[0].position, agents[1].position)) > 1   # placed apart on this seed
+    with pytest.raises(SandboxError, match="no neighbour within sandbox.radius = 1"):
         raters_of(agents[0], agents, settings)
 
 
