@@ -24,7 +24,7 @@ from transformers import Trainer
 
 from components.modeling.sequences import Encoded, SequenceBatch, collate, sequence_logps
 from components.distributed import mean_over_processes, world
-from components.params import RelearnParams
+from components.params import ParamsError, RelearnParams
 from components.training.checkpoints import MarkCheckpoints, latest_checkpoint, saved_loss_sum
 from components.training.losses import (d2o_loss, dpo_loss, ga_loss, kto_undesirable_loss, npo_loss,
                                         stable_alignment_loss, weighted_mean)
