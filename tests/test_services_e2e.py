@@ -4,12 +4,14 @@ worker against them and its champion loads from the server. No credential is eve
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +111,71 @@ def test_no_credential_is_printed_logged_or_on_a_command_line(team):
     for password in passwords:
         assert not any(password in text for text in shown)
     assert oct((team.state / "services" / "pgpass").stat().st_mode & 0o777) == "0o600"
+
+
+def mlflow_server(team: Team):
+    from components.services.stack import Ports, Stack
+
+    folder = team.state / "services"
+    stack = Stack(folder, Ports(**json.loads((folder / "services.json").read_text())["ports"]))
+    return stack.mlflow(), stack.environment("mlflow")
+
+
+def registry_state(team: Team) -> list[tuple[str, list[str], str, str]]:
+    """(version, aliases, registration tag, gate.passed) of every version, read from the server."""
+    read = subprocess.run([str(BIN / "python"), "-c", """
+import mlflow
+client = mlflow.MlflowClient()
+aliases = client.get_registered_model('alignpipe-policy').aliases
+for v in client.search_model_versions("name = 'alignpipe-policy'"):
+    print(v.version, ','.join(sorted(a for a, n in aliases.items() if str(n) == str(v.version))) or '-',
+          v.tags.get('registration'), v.tags.get('gate.passed'))
+"""], env=team.client, capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr[-2000:]
+    return sorted(tuple(line.split()) for line in read.stdout.splitlines())
+
+
+def test_a_tracking_server_that_blinks_is_retried_one_that_stays_down_stops_the_run_cleanly(team):
+    server, server_env = mlflow_server(team)
+    before = registry_state(team)
+    server.stop()
+    down = team.alignpipe("run", client=True)
+    assert down.returncode == 2, down.stdout[-2000:] + down.stderr[-2000:]
+    assert "the MLflow tracking server at http://127.0.0.1:" in down.stderr and "stopped answering" in down.stderr
+    assert "Traceback" not in down.stderr
+
+    blink = subprocess.Popen([str(BIN / "alignpipe"), "run"], cwd=team.project, env=team.client, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(8)                                   # the run is retrying its first request meanwhile
+    server.start(server_env)
+    out, _ = blink.communicate(timeout=900)
+    assert blink.returncode == 0, out[-3000:]
+    assert "nothing registered: the candidate equals alignpipe-policy v1" in out
+    assert registry_state(team) == before
+
+
+def test_a_server_lost_while_registering_leaves_no_half_registered_version(team):
+    server, server_env = mlflow_server(team)
+    run = subprocess.Popen([str(BIN / "alignpipe"), "run", "-S", "cycles.relearn.steps=3"], cwd=team.project,
+                           env=team.client, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
+    for line in run.stdout:                         # stop the server as the gate decides: register comes next
+        seen.append(line)
+        if "gate: " in line:
+            server.stop()
+            break
+    out = "".join(seen) + run.communicate(timeout=900)[0]
+    assert run.returncode == 2, out[-3000:]
+    # Prefect logs the failed task's exception; the run's own verdict is one line, last
+    assert out.strip().splitlines()[-1].startswith("alignpipe run: error: the MLflow tracking server at http://"), out[-3000:]
+    assert "stopped answering" in out.strip().splitlines()[-1]
+    server.start(server_env)
+    again = team.alignpipe("run", "-S", "cycles.relearn.steps=3", client=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    state = registry_state(team)
+    assert all(registration == "complete" for _, _, registration, _ in state), state
+    assert all(passed == "true" for _, aliases, _, passed in state if "champion" in aliases), state
+    assert sum("challenger" in aliases for _, aliases, _, _ in state) == 1, state
 
 
 def test_down_stops_everything_and_status_says_so(team):
