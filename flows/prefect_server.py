@@ -14,19 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from components.services.processes import answers
 
 LOCAL_PORT = 4200
 START_TIMEOUT_S = 90
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -38,7 +31,7 @@ def visible_server(port: int = LOCAL_PORT):
         return
     url = f"http://127.0.0.1:{port}"
     os.environ["PREFECT_API_URL"] = f"{url}/api"
-    if answers(url):
+    if answers(f"{url}/api/health"):
         yield url
         return
     # a plain `kill` (SIGTERM) must stop the server too, not only Ctrl-C: exit through the finally below
@@ -51,7 +44,7 @@ def visible_server(port: int = LOCAL_PORT):
                                   stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not answers(url):
+        while not answers(f"{url}/api/health"):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Prefect server did not start on {url}; its log: {log}")
             time.sleep(1)

@@ -59,9 +59,8 @@ class Cluster:
         """A server command as the cluster's owner: ``postgres`` when we are root."""
         as_postgres = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
         binary = server_binaries() / str(command[0])
-        result = subprocess.run([str(binary), *map(str, command[1:])], capture_output=True, text=True,
-                                cwd="/", **as_postgres)
-        return result
+        return subprocess.run([str(binary), *map(str, command[1:])], capture_output=True, text=True,
+                              cwd="/", **as_postgres)
 
     def _own(self, path: Path) -> None:
         if os.geteuid() == 0:
@@ -128,28 +127,21 @@ class Cluster:
         import psycopg2
         from psycopg2 import sql
 
-        environment_pgpass = os.environ.get("PGPASSFILE")
-        os.environ["PGPASSFILE"] = str(self.pgpass)
+        connection = psycopg2.connect(host=HOST, port=self.port, user=SUPERUSER, dbname="postgres",
+                                      passfile=str(self.pgpass))
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
         try:
-            connection = psycopg2.connect(host=HOST, port=self.port, user=SUPERUSER, dbname="postgres")
-            connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
-                    if cursor.fetchone() is None:
-                        password = secrets.token_urlsafe(24)
-                        cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                            sql.Identifier(name), sql.Literal(password)))
-                        self.remember_password(name, password)
-                    cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                    if cursor.fetchone() is None:
-                        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                            sql.Identifier(name), sql.Identifier(name)))
-            finally:
-                connection.close()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+                if cursor.fetchone() is None:
+                    password = secrets.token_urlsafe(24)
+                    cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(name), sql.Literal(password)))
+                    self.remember_password(name, password)
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cursor.fetchone() is None:
+                    cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(name), sql.Identifier(name)))
         finally:
-            if environment_pgpass is None:
-                os.environ.pop("PGPASSFILE", None)
-            else:
-                os.environ["PGPASSFILE"] = environment_pgpass
+            connection.close()
         return f"postgresql://{name}@{HOST}:{self.port}/{name}"
