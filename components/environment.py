@@ -37,6 +37,12 @@ QUIET_OFFLINE_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
 
+# How the flow speaks to the stages DVC starts for it (``alignpipe stage NAME``, another process):
+# named here, below both the flow and the CLI, so that neither imports the other for them.
+PARAMS_VARIABLE = "ALIGNPIPE_PARAMS"          # the params file when --params is not given
+OVERRIDES_VARIABLE = "ALIGNPIPE_SET"          # JSON list of KEY=VALUE, applied before any -S
+ERROR_FILE_VARIABLE = "ALIGNPIPE_ERROR_FILE"  # where a stage's user error goes, for the flow to log once
+
 
 def project_root() -> Path:
     """The folder holding ``params.yaml``: ``$ALIGNPIPE_PROJECT`` or the working directory."""

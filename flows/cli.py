@@ -15,12 +15,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import components  # noqa: F401  (quiet/offline defaults first)
-from components.environment import state_dir
+from components.environment import ERROR_FILE_VARIABLE, OVERRIDES_VARIABLE, PARAMS_VARIABLE, state_dir
 from components.errors import UserError
-
-PARAMS_VARIABLE = "ALIGNPIPE_PARAMS"      # the params file when --params is not given
-OVERRIDES_VARIABLE = "ALIGNPIPE_SET"      # JSON list of KEY=VALUE, applied before any -S
-ERROR_FILE_VARIABLE = "ALIGNPIPE_ERROR_FILE"  # set by the flow: where a stage's user error goes
 
 
 def params_choice(args) -> tuple[str, dict]:

@@ -22,9 +22,9 @@ import mlflow
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from components.environment import ERROR_FILE_VARIABLE, OVERRIDES_VARIABLE, PARAMS_VARIABLE
 from components.params import Params
 from components.registry.tracking import LIVE_RUN_VARIABLE, log_finite_metrics
-from flows.cli import ERROR_FILE_VARIABLE, OVERRIDES_VARIABLE, PARAMS_VARIABLE
 
 STAGE_PARAMS = {"simulate": ("seed", "sandbox"), "ingest": ("data", "validation"), "reference": ("seed", "reference", "sequence"),
                 "cycles": ("cycles", "compute"), "evaluate": ("evaluate",)}
