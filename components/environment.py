@@ -7,6 +7,7 @@ settings without anyone exporting variables by hand. Explicit user settings alwa
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,16 @@ QUIET_OFFLINE_DEFAULTS = {
 PARAMS_VARIABLE = "ALIGNPIPE_PARAMS"          # the params file when --params is not given
 OVERRIDES_VARIABLE = "ALIGNPIPE_SET"          # JSON list of KEY=VALUE, applied before any -S
 ERROR_FILE_VARIABLE = "ALIGNPIPE_ERROR_FILE"  # where a stage's user error goes, for the flow to log once
+
+
+def params_choice(named: str | None, assignments: list[str] | None) -> tuple[str, dict]:
+    """The params file and overrides a command uses: its flags (``--params``, ``-S``) first,
+    then the environment (how the flow tells the stages which file and overrides the user
+    gave), then params.yaml."""
+    from components.params import parse_assignments
+
+    inherited = json.loads(os.environ.get(OVERRIDES_VARIABLE) or "[]")
+    return named or os.environ.get(PARAMS_VARIABLE) or "params.yaml", parse_assignments(inherited + list(assignments or []))
 
 
 def project_root() -> Path:

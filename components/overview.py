@@ -19,8 +19,8 @@ from mlflow.entities.model_registry import ModelVersion
 
 from components.errors import UserError
 from components.params import Params, load_params
+from components.redact import mask_credentials
 from components.registry.registry import CHALLENGER, CHAMPION, HISTORY_TAG
-from components.registry.tracking import safe_uri
 from components.resolve import RESOLVED_PARAMS
 
 CHECK_CHARS = 90
@@ -194,7 +194,7 @@ def render_status(params: Params, root: Path, tracking_uri: str) -> str:
     width = max((len(name) for name, _ in stages), default=0)
     stage_lines = [f"  {name:<{width}}  {state}" for name, state in stages] or ["  no stages in dvc.yaml"]
     return "\n".join([
-        f"MLflow tracking: {safe_uri(tracking_uri)}",
+        f"MLflow tracking: {mask_credentials(tracking_uri)}",
         "",
         "Registry",
         *(f"  {line}" for line in registry_overview(params.registry.model_name).splitlines()),

@@ -11,28 +11,21 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from importlib.metadata import version
 from pathlib import Path
 
 import components  # noqa: F401  (quiet/offline defaults first)
-from components.environment import ERROR_FILE_VARIABLE, OVERRIDES_VARIABLE, PARAMS_VARIABLE, state_dir
+from components.environment import ERROR_FILE_VARIABLE, params_choice, state_dir
 from components.errors import UserError
-
-
-def params_choice(args) -> tuple[str, dict]:
-    """The params file and overrides this command uses: flags first, then the environment
-    (how the flow tells the ``params`` stage which file the user named), then params.yaml."""
-    from components.params import parse_assignments
-
-    named = args.params or os.environ.get(PARAMS_VARIABLE) or "params.yaml"
-    inherited = json.loads(os.environ.get(OVERRIDES_VARIABLE) or "[]")
-    return named, parse_assignments(inherited + (args.set or []))
+from components.redact import mask_credentials
+from flows.server_commands import cmd_model_server, cmd_serve, cmd_services
 
 
 def _params(args):
     from components.params import load_params
 
-    return load_params(*params_choice(args))
+    return load_params(*params_choice(args.params, args.set))
 
 
 def cmd_ingest(args) -> None:
@@ -54,7 +47,7 @@ def cmd_stage(args) -> None:
         from components.params import load_params
         from components.resolve import resolve_params
 
-        named, overrides = params_choice(args)
+        named, overrides = params_choice(args.params, args.set)
         print(json.dumps(resolve_params(load_params(named, overrides), named, overrides)))
         return
     from components import stages
@@ -99,7 +92,7 @@ def cmd_run(args) -> None:
     from components.evaluation.report import metric_lines
     from flows.retrain import retrain
 
-    named, overrides = params_choice(args)
+    named, overrides = params_choice(args.params, args.set)
     state = retrain(root=args.root, params_file=named, overrides=overrides, wait_s=args.wait, return_state=True)
     result = flow_result(state)
     name = result.model_name
@@ -157,7 +150,7 @@ def cmd_personalize(args) -> None:
 
     from flows.personalize import personalize
 
-    named, overrides = params_choice(args)
+    named, overrides = params_choice(args.params, args.set)
     runner = ThreadPoolTaskRunner(max_workers=max(1, _params(args).tiers.concurrency))
     state = personalize.with_options(task_runner=runner)(root=args.root, params_file=named, overrides=overrides,
                                                          owner=args.owner, return_state=True)
@@ -173,7 +166,7 @@ def cmd_personalize(args) -> None:
 def cmd_simulate(args) -> None:
     from flows.simulate import simulate
 
-    named, overrides = params_choice(args)
+    named, overrides = params_choice(args.params, args.set)
     state = simulate(root=args.root, params_file=named, overrides=overrides, return_state=True)
     summary = flow_result(state)
     print(f"\nalignpipe simulate: run {summary['run_id']}: {summary['drafts']} drafts by {summary['agents']} agents "
@@ -185,15 +178,6 @@ def cmd_simulate(args) -> None:
           f"{summary['pairs']} realignment pairs, {summary['derived_rows']} training rows")
     print("  records: artifacts/sandbox/interactions.jsonl; rows: artifacts/sandbox/feedback.jsonl "
           "(ingested when sandbox.enabled is true: alignpipe run -S sandbox.enabled=true)")
-
-
-def cmd_model_server(args) -> None:
-    from components.sandbox.openai_server import serve
-
-    params = _params(args)
-    print(f"serving {args.model} over the OpenAI chat protocol at http://{args.host}:{args.port}/v1 "
-          f"(sandbox.model: http://{args.host}:{args.port}/v1); Ctrl-C stops", flush=True)
-    serve(args.model, args.host, args.port, params.reference.trust_remote_code, params.reference.dtype)
 
 
 def cmd_adapter(args) -> None:
@@ -221,60 +205,6 @@ def cmd_status(args) -> None:
     from components.overview import render_status
 
     print(render_status(_params(args), Path(args.root).resolve(), os.environ["MLFLOW_TRACKING_URI"]))
-
-
-def cmd_serve(args) -> None:
-    from flows.prefect_server import visible_server
-
-    named, overrides = params_choice(args)
-    with visible_server(args.port) as ui_url:
-        from prefect import serve  # only now: Prefect reads $PREFECT_API_URL when first imported
-
-        from flows import personalize, retrain
-
-        deployed = retrain.deployment(args.root, named, overrides)
-        after = personalize.deployment(args.root, named, overrides)
-        print(f"serving deployment 'retrain/retrain-scheduled' on cron {deployed.schedules[0].schedule.cron!r}, and "
-              f"'personalize/personalize-after-retrain' after each completed retrain; runs and their logs: "
-              f"{ui_url}; Ctrl-C stops", flush=True)
-        serve(deployed, after)
-
-
-def cmd_services(args) -> None:
-    from components.services.stack import DEPLOYMENT, Ports, Stack, client_exports
-
-    ports = Ports(args.postgres_port, args.mlflow_port, args.prefect_port) if args.action == "up" else None
-    stack = Stack.here(ports)
-    if args.action == "down":
-        stopped = stack.stop()
-        if args.purge:
-            stack.purge()
-        print(f"alignpipe services: stopped {', '.join(stopped) or 'nothing (none was running)'}"
-              f"{f'; removed {stack.folder}' if args.purge else ''}")
-        return
-    if args.action == "up":
-        started = stack.start_backends()
-        os.environ.update(client_exports(stack))  # before Prefect is first imported: it reads the URL then
-        from flows.team import deploy_retrain
-
-        named, overrides = params_choice(args)
-        deploy_retrain(stack, Path(args.root).resolve(), named, overrides)
-        if stack.start_worker():
-            started.append("worker")
-        print(f"alignpipe services: started {', '.join(started) or 'nothing (all were running)'}; "
-              f"deployment {DEPLOYMENT} (concurrency limit 1) on work pool 'alignpipe'")
-    state = stack.status()
-    print("\n".join(f"  {name:9} {found}" for name, found in state.items()))
-    print(f"  state:    {stack.folder} (logs in logs/; passwords only in pgpass, mode 0600)")
-    print("point a client at them (no credential in either URL):")
-    print("\n".join(f"  export {name}={value}" for name, value in client_exports(stack).items()))
-    print(f"run retrain through the worker:  prefect deployment run {DEPLOYMENT}")
-    if args.action == "status" and any(found != "running" for found in state.values()):
-        raise ServiceDown(f"not every service is running (alignpipe services up starts them; logs: {stack.folder / 'logs'})")
-
-
-class ServiceDown(UserError):
-    """``services status`` found a service stopped or not answering."""
 
 
 def cmd_promote(args) -> None:
@@ -402,18 +332,29 @@ def report_user_error(command: str, err: Exception) -> None:
     and the flow logs it (terminal and Prefect UI) with the stage's name."""
     error_file = os.environ.get(ERROR_FILE_VARIABLE)
     if error_file and command == "stage":
-        Path(error_file).write_text(str(err))
+        Path(error_file).write_text(mask_credentials(str(err)))
     else:
-        print(f"alignpipe {command}: error: {err}", file=sys.stderr)
+        print(mask_credentials(f"alignpipe {command}: error: {err}"), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Where its errors are formatted, and so where credentials are masked:
+    a user error and a tracking server that does not answer or refuses (whichever command
+    met it) are one line, exit 2; a bug keeps its traceback, exit 1."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (UserError, FileNotFoundError) as err:
         report_user_error(args.command, err)
         return 2
+    except Exception as err:
+        from components.registry.tracking import server_failure
+
+        if (failure := server_failure(err)) is not None:
+            report_user_error(args.command, failure)
+            return 2
+        print(mask_credentials("".join(traceback.format_exception(err))), end="", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -29,9 +29,10 @@ from components.personal import personalize as steps
 from components.policy.data_card import render_adapter_card
 from components.policy.policies import Policies, load_policies
 from components.policy.tiers import tier_of
+from components.redact import mask_credentials
 from components.registry import registry
 from components.registry.adapters import adapter_dirs, adapter_model_name, log_adapter_model, mark_stale
-from components.registry.tracking import ensure_experiment, log_finite_metrics
+from components.registry.tracking import ensure_experiment, log_finite_metrics, server_failure
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,11 @@ def personalize_owner(owner: str, params: Params, policies: Policies, base: step
                 return outcome
         return _retrain(plan, serving, base, policies, items, params, manifest["version"], why)
     except Exception as err:  # one owner's failure never stops the others
+        if (failure := server_failure(err)) is not None:
+            get_run_logger().error("%s: %s", owner, failure)
+            return OwnerOutcome(owner, tier, f"error: {failure}", error=True)
         get_run_logger().exception("%s: personalisation failed", owner)
-        return OwnerOutcome(owner, tier, f"error: {err}", error=True)
+        return OwnerOutcome(owner, tier, f"error: {mask_credentials(str(err))}", error=True)
 
 
 def summary_markdown(outcomes: list[OwnerOutcome], base: steps.Base) -> str:
@@ -140,12 +144,17 @@ def personalize(root: str = ".", params_file: str = "params.yaml", overrides: di
         owners = [*policies.deployers, *policies.users]
         if owner is not None and owner not in owners:
             raise UserError(f"unknown owner {owner!r}; policies.yaml names {owners}")
-        items, manifest = read_items(root / stages.DATASET_DIR)
         ensure_experiment(params.registry.experiment)
         base = steps.resolve_base(params)
+        items, manifest = read_items(root / stages.DATASET_DIR)
     except (UserError, FileNotFoundError) as err:
         logger.error("%s", err)
         return Failed(message=str(err))
+    except Exception as err:
+        if (failure := server_failure(err)) is None:
+            raise
+        logger.error("%s", failure)
+        return Failed(message=str(failure))
     logger.info("adapters sit on %s v%s (alias %s)", base.name, base.version, base.alias)
     outcomes = []
     for wave in (list(policies.deployers), list(policies.users)):

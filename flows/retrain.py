@@ -33,8 +33,7 @@ from components.params import Params, load_params
 from components.project_lock import ProjectBusy, project_lock
 from components.registry import registry
 from components.registry.run_record import log_dataset_input, log_outputs, plot_files
-from components.registry.tracking import ensure_experiment, log_finite_metrics, safe_uri
-from components.services.processes import answers
+from components.registry.tracking import ensure_experiment, log_finite_metrics, server_failure
 from components.resolve import RESOLVED_PARAMS
 from flows.stage_runs import run_stage
 
@@ -252,14 +251,12 @@ def retrain(root: str = ".", params_file: str = "params.yaml", overrides: dict |
     except ProjectBusy as err:
         logger.error("%s", err)
         return Failed(message=f"{err}: {STOPPED}")
-    except Exception:
-        uri = mlflow.get_tracking_uri()
-        if not uri.startswith(("http://", "https://")) or answers(f"{uri}/health"):
+    except Exception as err:
+        if (failure := server_failure(err)) is None:
             raise
         retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-        message = (f"the MLflow tracking server at {safe_uri(uri)} stopped answering ({retries} retries with backoff "
-                   "per request): the run stopped; no alias was moved without its gate, and the next run finishes "
-                   "or removes a registration this one interrupted")
+        message = (f"{failure}, after {retries} retries with backoff per request: the run stopped; no alias was moved "
+                   "without its gate, and the next run finishes or removes a registration this one interrupted")
         logger.error("%s", message)
         return Failed(message=message)
 

@@ -19,12 +19,8 @@ from prefect.states import Failed
 from components import stages
 from components.errors import UserError
 from components.params import load_params
+from components.registry.tracking import server_failure
 from components.sandbox import simulation
-
-
-@task(cache_policy=NO_CACHE, task_run_name="open the sandbox")
-def open_world(params):
-    return simulation.open_sandbox(params)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1, task_run_name="round {number}")
@@ -70,7 +66,9 @@ def simulate(root: str = ".", params_file: str = "params.yaml", overrides: dict 
     with contextlib.chdir(root_path):   # the params' paths are relative to the project
         try:
             params = load_params(params_file, overrides or {})
-            sandbox = open_world(params)
+            # in the flow, not a task: an alias it resolves on a server that is down, or a user
+            # error, stops the run with one line, where a failed task logs a traceback
+            sandbox = simulation.open_sandbox(params)
             for number in simulation.prepare(sandbox, out_dir):
                 done = play(sandbox, out_dir, number)
                 logger.info("round %d of %d: mean rating %.2f", number, params.sandbox.rounds, done["mean_rating"])
@@ -78,6 +76,11 @@ def simulate(root: str = ".", params_file: str = "params.yaml", overrides: dict 
         except UserError as err:
             logger.error("%s", err)
             return Failed(message=f"simulate stopped: {err}".splitlines()[0])
+        except Exception as err:
+            if (failure := server_failure(err)) is None:
+                raise
+            logger.error("%s", failure)
+            return Failed(message=f"simulate stopped: {failure}")
     create_markdown_artifact(key="simulate-summary", markdown=summary_markdown(summary, out_dir),
                              description=f"sandbox run {summary['run_id']}")
     return summary

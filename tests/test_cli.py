@@ -9,9 +9,10 @@ from importlib.metadata import version
 import pytest
 import yaml
 
+from components.environment import params_choice
 from components.params import ParamsError, parse_assignments
 from components.resolve import link_inputs, resolve_params
-from flows.cli import build_parser, main, params_choice
+from flows.cli import build_parser, main
 from conftest import REPO_ROOT, write_params
 
 
@@ -23,16 +24,18 @@ from conftest import REPO_ROOT, write_params
 def test_params_and_overrides_mean_the_same_before_or_after_the_command(argv, monkeypatch):
     monkeypatch.delenv("ALIGNPIPE_PARAMS", raising=False)
     monkeypatch.delenv("ALIGNPIPE_SET", raising=False)
-    assert params_choice(build_parser().parse_args(argv)) == ("alt.yaml", {"cycles.count": 1})
+    args = build_parser().parse_args(argv)
+    assert params_choice(args.params, args.set) == ("alt.yaml", {"cycles.count": 1})
 
 
 def test_the_environment_names_the_file_when_no_flag_does(monkeypatch):
     """How the flow tells the `params` stage, run by DVC, which file and overrides the user gave."""
     monkeypatch.setenv("ALIGNPIPE_PARAMS", "alt.yaml")
     monkeypatch.setenv("ALIGNPIPE_SET", json.dumps(["seed=3"]))
-    assert params_choice(build_parser().parse_args(["stage", "params"])) == ("alt.yaml", {"seed": 3})
+    implicit = build_parser().parse_args(["stage", "params"])
+    assert params_choice(implicit.params, implicit.set) == ("alt.yaml", {"seed": 3})
     explicit = build_parser().parse_args(["--params", "other.yaml", "stage", "ingest", "-S", "seed=4"])
-    assert params_choice(explicit) == ("other.yaml", {"seed": 4})
+    assert params_choice(explicit.params, explicit.set) == ("other.yaml", {"seed": 4})
 
 
 def test_assignments_read_values_as_yaml_like_dvc():

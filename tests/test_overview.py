@@ -17,7 +17,7 @@ import pytest
 
 from components.overview import pending_changes, registry_overview, render_status, stage_status
 from components.params import Params, RegistryParams
-from components.registry.tracking import safe_uri
+from components.redact import mask_credentials
 from components.resolve import INPUTS_DIR, RESOLVED_PARAMS
 from conftest import REPO_ROOT
 from components.registry import registry
@@ -100,7 +100,7 @@ def test_no_champion_says_so(logged_policy, model_name):
     ("sqlite:////home/me/.alignpipe/mlflow.db", "sqlite:////home/me/.alignpipe/mlflow.db"),
 ])
 def test_tracking_uri_password_is_masked(uri, shown):
-    assert safe_uri(uri) == shown
+    assert mask_credentials(uri) == shown
 
 
 PREPARE = "import pathlib, yaml\nsize = yaml.safe_load(open('params.yaml'))['prepare']['size']\n" \

@@ -35,11 +35,7 @@ def log_adapter_model(adapter_dirs: list[Path], base_model_uri: str) -> str:
 
 def adapter_dirs(model_uri: str) -> list[Path]:
     """The adapter folders of a registered adapter version, in merge order (its own last)."""
-    try:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    except mlflow.MlflowException as err:
-        raise RegistryError(f"{model_uri}: cannot be downloaded from the registry ({err.message})") from None
-    flavor = mlflow.models.Model.load(root / "MLmodel").flavors["python_function"]
+    root, flavor = registry.download(model_uri)
     names = (flavor.get("config") or {}).get("adapters", [])
     if not names:
         raise RegistryError(f"{model_uri}: not an alignpipe adapter model (no adapters in its model_config)")

@@ -25,6 +25,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from components.errors import UserError
+from components.redact import mask_credentials
+from components.registry.tracking import server_failure
 
 TEXT_GENERATOR_PATH = Path(__file__).with_name("text_generator.py")
 CHALLENGER = "challenger"
@@ -265,6 +267,17 @@ def rollback(model_name: str) -> str:
     return target
 
 
+def download(model_uri: str) -> tuple[Path, dict]:
+    """A logged model's local folder and its pyfunc flavor (``artifacts``, ``config``).
+    A server that does not answer or refuses is reported as such, with credentials masked."""
+    try:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(model_uri)))
+    except MlflowException as err:
+        raise server_failure(err) or RegistryError(
+            f"{model_uri}: cannot be downloaded from the registry ({mask_credentials(err.message)})") from None
+    return root, mlflow.models.Model.load(root / "MLmodel").flavors["python_function"]
+
+
 def local_model_dir(model: str | Path) -> Path:
     """A ``save_pretrained`` folder for ``model``: a local folder as is, or an MLflow model
     URI (``models:/alignpipe-policy@champion``, ``runs:/...``) downloaded and unpacked to
@@ -273,11 +286,8 @@ def local_model_dir(model: str | Path) -> Path:
         return Path(model)
     if not str(model).startswith(("models:/", "runs:/", "file:", "mlflow-artifacts:")):
         raise RegistryError(f"{model}: neither a local model folder nor an MLflow model URI")
-    try:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(model)))
-    except MlflowException as err:
-        raise RegistryError(f"{model}: cannot be downloaded from the registry ({err.message})") from None
-    artifacts = mlflow.models.Model.load(root / "MLmodel").flavors["python_function"].get("artifacts", {})
+    root, flavor = download(str(model))
+    artifacts = flavor.get("artifacts", {})
     if "model_dir" not in artifacts:
         raise RegistryError(f"{model}: not an alignpipe policy model (no 'model_dir' artifact)")
     return root / artifacts["model_dir"]["path"]

@@ -6,21 +6,51 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 
 from components.environment import state_dir
+from components.errors import UserError
+from components.redact import mask_credentials
+from components.services.processes import probe
+
+REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")   # MLflow's error codes for HTTP 401 and 403
 
 
-def safe_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``, for printing and logging."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+class TrackingServerError(UserError):
+    """The tracking server does not answer, or refuses: nothing in the code to fix, so one
+    line naming it (credentials masked) and exit status 2, never a traceback."""
+
+
+def server_problem(uri: str | None = None) -> TrackingServerError | None:
+    """What is wrong with the tracking server at ``uri`` (default: the one in use) when it does
+    not answer ``/health`` with 200 within two seconds; None when it does, or when the URI is
+    a local store (sqlite, a folder)."""
+    uri = mlflow.get_tracking_uri() if uri is None else uri
+    if not uri.startswith(("http://", "https://")):
+        return None
+    why = probe(f"{uri.rstrip('/')}/health")
+    return None if why is None else TrackingServerError(f"the MLflow tracking server at {mask_credentials(uri)} {why}")
+
+
+def server_failure(err: BaseException, uri: str | None = None) -> TrackingServerError | None:
+    """``err`` as the tracking server's failure when the server is why it happened: it does not
+    answer (MLflow has retried by then, so a server that blinks is waited for) or it refused
+    the request (HTTP 401/403: the credentials). None when the server is fine: then ``err`` is
+    what it is, a user error or a bug with its traceback. Every command and flow asks here."""
+    if (down := server_problem(uri)) is not None:
+        return down
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, MlflowException) and cause.error_code in REFUSALS:
+            uri = mask_credentials(mlflow.get_tracking_uri() if uri is None else uri)
+            return TrackingServerError(f"the MLflow tracking server at {uri} refuses the request ({cause.error_code}): "
+                                       "check the credentials (in MLFLOW_TRACKING_URI, or MLFLOW_TRACKING_USERNAME "
+                                       "and MLFLOW_TRACKING_PASSWORD)")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def artifact_root() -> str | None:

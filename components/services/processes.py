@@ -7,10 +7,14 @@ started too (MLflow's uvicorn workers, the Prefect worker's flow runs), and it o
 
 from __future__ import annotations
 
+import base64
+import http.client
 import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +24,39 @@ from components.services.postgres import ServiceError
 START_TIMEOUT_S = 180
 
 
+def probe(url: str, timeout: float = 2) -> str | None:
+    """None when ``url`` answers HTTP 200 within ``timeout`` seconds; otherwise what it did
+    instead, in a few words ("does not answer (connection refused)", "answers HTTP 503 Service
+    Unavailable"). A ``user:password@`` in the URL is sent as basic authentication, as MLflow
+    sends it (urllib would take it for part of the host name)."""
+    parts = urllib.parse.urlsplit(url)
+    credentials, _, host = parts.netloc.rpartition("@")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)))
+    if credentials:
+        user, _, password = credentials.partition(":")
+        token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return None if response.status == 200 else f"answers HTTP {response.status} {response.reason}"
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return f"refuses the request (HTTP {err.code} {err.reason})"
+        return f"answers HTTP {err.code} {err.reason}"
+    except TimeoutError:
+        return f"does not answer within {timeout:g} s"
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, TimeoutError):
+            return f"does not answer within {timeout:g} s"
+        reason = err.reason.strerror if isinstance(err.reason, OSError) and err.reason.strerror else err.reason
+        return f"does not answer ({str(reason).lower()})"
+    except (OSError, ValueError, http.client.HTTPException) as err:   # a reset connection, a port not a number
+        return f"does not answer ({err})"
+
+
 def answers(url: str) -> bool:
     """True when ``url`` answers HTTP 200 within two seconds."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    return probe(url) is None
 
 
 def alive(pid: int) -> bool:
