@@ -126,9 +126,7 @@ def flow_result(state):
 
 
 def where_to_look(model_name: str, champion: str | None, run_id: str) -> str:
-    from components.registry.tracking import safe_uri
-
-    uri = safe_uri(os.environ["MLFLOW_TRACKING_URI"])
+    uri = mask_credentials(os.environ["MLFLOW_TRACKING_URI"])
     alias = "champion" if champion else "challenger"
     champion_line = (f"models:/{model_name}@champion (v{champion})" if champion else
                      "none yet: no candidate has passed the gate (its check lines say why); "
