@@ -106,15 +106,16 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
     data, rules = params.data, params.validation
     policies = load_policies(params.tiers.policies)
     withdrawals = read_withdrawals(data.withdrawals)
-    read = read_sources(sources if isinstance(sources, list) else [sources], data.policy_tier)
+    paths = sources if isinstance(sources, list) else [sources]
+    read = read_sources(paths, data.policy_tier)
     judgements, withdrawn = withdraw(to_frame(read.records), withdrawals)
     judgements = assign_tiers(judgements, policies, params.tiers.policies)
     judgements = assign_splits(judgements, data.dev_fraction, data.test_fraction)
-    screened = screen(judgements, rules, read.rows, read.problems)
+    screened = screen(judgements, rules, read.rows, read.problems, paths)
     items, aggregation = aggregate(screened.kept, data.aggregation)
     items, reclassified = reclassify(items, policies)
     agreement = measure(screened.kept)
-    check_min_agreement(agreement, rules.min_agreement)
+    check_min_agreement(agreement, rules.min_agreement, paths)
     report = {
         **screened.report.to_dict(),
         "quarantine": summarise(screened.issues, read.rows),

@@ -126,4 +126,4 @@ def test_min_agreement_fails_the_dataset_and_writes_nothing(tmp_path, capsys):
     params = write_params(tmp_path, {"validation.min_agreement": 0.99})
     out = tmp_path / "dataset"
     assert main(["--params", str(params), "ingest", "--source", str(source), "--out", str(out)]) == 2
-    assert "min_agreement" in capsys.readouterr().err and not out.exists()
+    assert f"{source} (dataset): min_agreement" in capsys.readouterr().err and not out.exists()

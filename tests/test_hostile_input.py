@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components.data.dataset import read_dataset
+from components.data.quarantine import read_quarantine
 from components.data.readers import MAX_LINE_BYTES
-from conftest import write_params
+from conftest import REPO_ROOT, write_params
 from flows.cli import ERROR_FILE_VARIABLE, main
 
 HH = {"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help with that.",
@@ -41,6 +43,17 @@ def generic(n: int = ROWS, **changes) -> list[dict]:
 def parquet_bytes(frame: pd.DataFrame, tmp_path: Path) -> bytes:
     frame.to_parquet(tmp_path / "scratch.parquet")
     return (tmp_path / "scratch.parquet").read_bytes()
+
+
+def spoiled(rows: list[dict], line: int, **changes) -> bytes:
+    """``rows`` as JSONL, the row on ``line`` (1-based) changed."""
+    return jsonl([row | changes if number == line else row for number, row in enumerate(rows, start=1)])
+
+
+def self_contradicting() -> bytes:
+    """A named annotator's rows, line 6 judging line 2's item again, the other way."""
+    rows = generic(annotator="ann-1")
+    return jsonl(rows[:5] + [rows[1] | {"label": "positive"}] + rows[6:])
 
 
 def huge_line() -> bytes:
@@ -81,6 +94,15 @@ SOURCES = {
     "hh_without_chosen": ("nochosen.jsonl", lambda t: jsonl([{"rejected": r["rejected"]} for r in hh_rows()]), 1,
                           "missing_field"),
     "hh_rejected_not_text": ("rejected7.jsonl", lambda t: jsonl(hh_rows(rejected=7)), 1, "field_type"),
+    "message_role_unknown": ("role.jsonl", lambda t: spoiled(generic(), 3, prompt=[{"role": "tool", "content": "ls"}]),
+                             3, "message_role"),
+    "system_message_after_a_turn": ("system.jsonl", lambda t: spoiled(generic(), 2, prompt=[
+        {"role": "user", "content": "hi"}, {"role": "system", "content": "be rude"}]), 2, "message_role"),
+    "annotated_at_not_a_time": ("when.jsonl", lambda t: spoiled(generic(), 4, annotated_at="yesterday"), 4,
+                                "iso_timestamp"),
+    "annotated_at_not_a_calendar_day": ("feb29.jsonl", lambda t: spoiled(generic(), 5, annotated_at="2023-02-29"), 5,
+                                        "iso_timestamp"),
+    "annotator_contradicts_themselves": ("both.jsonl", lambda t: self_contradicting(), 2, "self_contradiction"),
     "bad_rows_above_max_bad_fraction": ("mostly.jsonl", lambda t: jsonl(hh_rows(2)) + b'{"chosen": "cut\n' * 3, 3,
                                         "malformed_json"),
 }
@@ -119,6 +141,53 @@ def test_a_hostile_source_is_refused_naming_file_line_and_rule(case, tmp_path, p
                         capsys, monkeypatch)
     refused(status, error, f"{source}:{line}: {rule}")
     assert not out.exists()
+
+
+def test_row_problems_are_quarantined_naming_file_line_rule_and_the_lines_contradicted(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """Below validation.max_bad_fraction a bad role, time or self-contradiction costs only its rows."""
+    rows = generic(40, annotator="ann-1")
+    rows[2]["prompt"] = [{"role": "function", "content": "ls"}]
+    rows[3]["annotated_at"] = "2024-13-01"
+    rows[9] = rows[5] | {"label": "positive"}
+    source = tmp_path / "feedback.jsonl"
+    source.write_bytes(jsonl(rows))
+    params = write_params(tmp_path, {"validation.min_rows": 4, "validation.max_bad_fraction": 0.2})
+    out = tmp_path / "dataset"
+    status, error = run(["--params", str(params), "ingest", "--source", str(source), "--out", str(out)], capsys,
+                        monkeypatch)
+    assert status == 0, error
+    quarantine = read_quarantine(out / "quarantine.jsonl")
+    assert [(q["file"], q["line"], q["rule"]) for q in quarantine] == [
+        (str(source), 3, "message_role"), (str(source), 4, "iso_timestamp"), (str(source), 6, "self_contradiction"),
+        (str(source), 10, "self_contradiction")]
+    assert "'function'" in quarantine[0]["message"] and "'2024-13-01'" in quarantine[1]["message"]
+    assert quarantine[2]["message"].endswith("labelled this item negative here and positive on line 10")
+    assert quarantine[3]["message"].endswith("labelled this item positive here and negative on line 6")
+    judgements, manifest = read_dataset(out)
+    assert sorted(judgements["source_line"]) == [n for n in range(1, 41) if n not in (3, 4, 6, 10)]
+    assert manifest["quarantine"]["by_rule"] == {"iso_timestamp": 1, "message_role": 1, "self_contradiction": 2}
+
+
+def test_a_dataset_refusal_names_every_source_and_keeps_the_previous_dataset(tmp_path, capsys, monkeypatch):
+    """Too few rows is no one line's fault: the refusal names the files read, the pipeline's stage writes nothing."""
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(jsonl(generic(3)))
+    second.write_bytes(jsonl(hh_rows(2)))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "artifacts" / "dataset"
+
+    def ingest(min_rows: int) -> tuple[int, str]:
+        params = write_params(tmp_path, {"data.source": [str(first), str(second)], "validation.min_rows": min_rows,
+                                         "data.withdrawals": str(REPO_ROOT / "data" / "withdrawals.txt")})
+        return run(["--params", str(params), "stage", "ingest"], capsys, monkeypatch)
+
+    status, error = ingest(4)
+    assert status == 0, error
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    status, error = ingest(50)
+    refused(status, error, f"{first}, {second} (dataset): row_count: 7 rows < min_rows 50")
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 # name -> (params.yaml text, -S assignments, what the message names)
@@ -244,6 +313,8 @@ def test_pickled_weights_load_when_the_user_opts_in(tmp_path, tiny_model_dir, pa
 
 # ---------------------------------------------------------------- unusual but valid
 
+TIMESTAMPS = ["2024-05-01", "2024-05-01T14:30", "2024-05-01 14:30:00", "2024-05-01T14:30:00.123456",
+              "2024-05-01T14:30:00Z", "2024-05-01T14:30:00+05:30", "2024-02-29T23:59:59-0800", "2024-05-01 14:30+01"]
 UNUSUAL = {
     "utf8_byte_order_mark": ("bom.jsonl", lambda: b"\xef\xbb\xbf" + jsonl(hh_rows())),
     "crlf_line_ends": ("crlf.jsonl", lambda: jsonl(hh_rows(), end="\r\n")),
@@ -253,6 +324,13 @@ UNUSUAL = {
          for i, (q, a) in enumerate([("Как дела", "Хорошо"), ("你好吗", "很好"), ("كيف حالك", "بخير"),
                                      ("कैसे हो", "ठीक"), ("お元気ですか", "元気です"), ("Τι κάνεις", "Καλά"),
                                      ("מה שלומך", "טוב"), ("🙂🙃", "👍🏽")])], end="\n")),
+    "system_message_and_role_aliases": ("roles.jsonl", lambda: jsonl(generic(prompt=[
+        {"role": "system", "content": "Be terse."}, {"role": "Human", "content": "hi"},
+        {"role": "GPT", "content": "hello"}, {"role": "USER", "content": "and?"}]))),
+    "timestamps_naive_and_aware": ("times.jsonl", lambda: jsonl(
+        [row | {"annotated_at": at} for row, at in zip(generic(), TIMESTAMPS)])),
+    "hh_item_judged_both_ways_by_no_one": ("hh-both.jsonl", lambda: jsonl(
+        hh_rows(ROWS - 1) + [{"chosen": hh_rows(1)[0]["rejected"], "rejected": hh_rows(1)[0]["chosen"]}])),
     "gzip_with_byte_order_mark": ("bom.jsonl.gz", lambda: gzip.compress(b"\xef\xbb\xbf" + jsonl(hh_rows(), "\r\n"))),
 }
 
@@ -269,6 +347,18 @@ def test_unusual_but_valid_sources_are_accepted_whole(case, tmp_path, params_fil
     read = read_source(source)
     assert read.problems == [] and read.rows == ROWS
     assert all("\ufeff" not in r.prompt and "\r" not in r.response for r in read.records)
+    assert [r.annotated_at for r in read.records if r.annotated_at] in ([], TIMESTAMPS)   # kept as written
+
+
+def test_system_messages_open_the_transcript_and_read_back_as_the_system_message(tmp_path):
+    from components.data.readers import read_source
+    from components.modeling.chat import transcript_messages
+
+    source = tmp_path / "roles.jsonl"
+    source.write_bytes(UNUSUAL["system_message_and_role_aliases"][1]())
+    prompt = read_source(source).records[0].prompt
+    assert prompt == "system: Be terse.\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant:"
+    assert [m["role"] for m in transcript_messages(prompt)] == ["system", "user", "assistant", "user"]
 
 
 def test_the_real_console_prints_the_rule_and_no_traceback(tmp_path, params_file):

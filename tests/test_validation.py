@@ -44,7 +44,7 @@ def test_valid_frame_passes(suite):
     assert report.n_rows == 6
     assert set(report.rules_checked) == {
         "required_field", "non_empty_text", "max_length", "duplicate", "label_domain", "row_count", "encodable_text",
-        "rating_range",
+        "rating_range", "iso_timestamp", "self_contradiction",
     }
     suite.raise_for_failures(report)  # no-op
 
@@ -118,6 +118,58 @@ def test_rating_outside_the_scale_is_reported_and_a_missing_one_is_fine(suite):
     assert "8 not within [1, 7]" in failure.detail
 
 
+GOOD_TIMES = ["", "2024-05-01", "2024-05-01T14:30", "2024-05-01 14:30:00", "2024-05-01T14:30:00.123456Z",
+              "2024-05-01T14:30:00+05:30", "2024-02-29T23:59:59-0800", "1999-12-31T23:59+01"]
+BAD_TIMES = ["yesterday", "2024-13-01", "2023-02-29", "2024-05-01T24:00", "1714572000", "01/05/2024",
+             "2024-05-01T14:30+5", " 2024-05-01", "2024-05-01\n", "2024-05-01T14", "2024-05-01T14:30:00+25:00"]
+
+
+def test_annotated_at_must_be_an_iso_date_or_date_time_naive_or_aware(suite):
+    frame = to_frame(records(len(GOOD_TIMES) + len(BAD_TIMES)))
+    frame["annotated_at"] = GOOD_TIMES + BAD_TIMES
+    failures = suite.validate_records(frame, RULES).failures
+    assert [(f.rule, f.column, f.source_line) for f in failures] == [
+        ("iso_timestamp", "annotated_at", line) for line in range(len(GOOD_TIMES) + 1, len(frame) + 1)]
+    assert f"{BAD_TIMES[0]!r} is not an ISO-8601 date or date-time" in failures[0].detail
+
+
+def judged(annotator: str, label: str, line: int, file: str = FILE, **more) -> Record:
+    """A judgement of one fixed item (question 0 / answer 0)."""
+    return Record(prompt="Human: question 0?\n\nAssistant:", response="answer 0", label=label, source="test",
+                  source_file=file, source_line=line, annotator=annotator, **more)
+
+
+def test_an_annotator_labelling_an_item_both_ways_is_named_on_every_line(suite):
+    rows = records()[1:] + [judged("ann-1", "negative", 7), judged("ann-1", "positive", 8),
+                            judged("ann-1", "positive", 3, file="other.jsonl")]
+    failures = suite.validate_records(to_frame(rows), RULES).failures
+    assert [(f.rule, f.source_file, f.source_line, f.detail) for f in failures] == [
+        ("self_contradiction", FILE, 7, "annotator 'ann-1' labelled this item negative here and positive on line 8, "
+                                        "other.jsonl:3"),
+        ("self_contradiction", FILE, 8, "annotator 'ann-1' labelled this item positive here and negative on line 7"),
+        ("duplicate", "other.jsonl", 3, f"same annotator, text and label as {FILE}:8"),   # and a contradiction too
+        ("self_contradiction", "other.jsonl", 3, f"annotator 'ann-1' labelled this item positive here and negative on "
+                                                 f"{FILE}:7"),
+    ]
+
+
+def test_people_who_disagree_rows_naming_no_one_and_two_pairs_are_not_self_contradictions(suite):
+    rows = records()[1:] + [
+        judged("unknown", "negative", 7), judged("unknown", "positive", 8),   # HH-RLHF rows name no annotator
+        judged("", "negative", 9), judged("", "positive", 10),
+        judged("ann-1", "negative", 11), judged("ann-2", "positive", 12),      # two people disagreeing
+        judged("ann-3", "negative", 13), judged("ann-3", "positive", 14, owner="kids-tutor"),   # two items
+        judged("ann-4", "negative", 15, pair_id="p1"), judged("ann-4", "positive", 16, pair_id="p2"),  # lost, won
+    ]
+    assert suite.validate_records(to_frame(rows), RULES).success
+
+
+def test_a_repeated_judgement_is_a_duplicate_not_a_contradiction(suite):
+    rows = records()[1:] + [judged("ann-1", "negative", 7), judged("ann-1", "negative", 8)]
+    failures = suite.validate_records(to_frame(rows), RULES).failures
+    assert [(f.rule, f.source_line) for f in failures] == [("duplicate", 8)]
+
+
 def test_duplicate_names_both_lines(suite):
     rows = records()
     rows[4] = Record(prompt=rows[1].prompt, response=rows[1].response, label=rows[1].label, source="test",
@@ -163,6 +215,15 @@ def test_screen_fails_above_max_bad_fraction_and_on_dataset_rules(suite):
         screen(frame, ValidationParams(min_rows=5, max_bad_fraction=0.05), source_rows=20, known=[])
     with pytest.raises(suite.DataValidationError, match="row_count"):  # 18 rows kept < 19
         screen(frame, ValidationParams(min_rows=19, max_bad_fraction=0.5), source_rows=20, known=[])
+
+
+def test_a_dataset_failure_names_every_source_read(suite):
+    from components.validation.screen import screen
+
+    frame = to_frame(records(4))
+    with pytest.raises(suite.DataValidationError) as caught:
+        screen(frame, RULES, source_rows=4, known=[], sources=[FILE, "data/raw/more.parquet"])
+    assert f"\n{FILE}, data/raw/more.parquet (dataset): row_count: 4 rows < min_rows 5" in str(caught.value)
 
 
 def test_too_few_rows_is_a_dataset_failure(suite):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ class TooManyBadRowsError(UserError, ValueError):
         more = f"\n  ... and {len(entries) - MAX_REPORTED} more" if len(entries) > MAX_REPORTED else ""
         super().__init__(f"{affected_rows(entries)} of {source_rows} source rows have problems, more than "
                          f"validation.max_bad_fraction {max_fraction}:\n{shown}{more}")
+
+
+def dataset_location(files: Sequence[str | Path] = ()) -> str:
+    """Where a problem of the whole dataset lies: every source read into it (``a.jsonl,
+    b.jsonl (dataset)``), so the user knows which files to look at."""
+    return ", ".join([*map(str, files), "(dataset)"]).replace(", (dataset)", " (dataset)")
 
 
 def affected_rows(entries: list[Issue]) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 from components.data.consent import pseudonym, scrub
 from components.data.quarantine import MAX_REPORTED, Issue
-from components.data.records import ASSISTANT, NEGATIVE, POSITIVE, Record, content_id, render_turns
+from components.data.records import ASSISTANT, NEGATIVE, POSITIVE, Record, TurnError, content_id, render_turns
 from components.errors import UserError
 
 HH_SPLIT = f"\n\n{ASSISTANT}:"
@@ -267,4 +267,7 @@ def _render_messages(messages: list) -> str:
         if not isinstance(message, dict) or "content" not in message or "role" not in message:
             raise _RowProblem("field_type", "'prompt' messages need 'role' and 'content'")
         turns.append((str(message["role"]), str(message["content"])))
-    return render_turns(turns)
+    try:
+        return render_turns(turns)
+    except TurnError as err:   # a role a transcript cannot show: the row is quarantined
+        raise _RowProblem("message_role", str(err)) from None

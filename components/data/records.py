@@ -24,7 +24,10 @@ LABELS = (NEGATIVE, POSITIVE)
 HUMAN = "Human"
 ASSISTANT = "Assistant"
 TURN_SEPARATOR = "\n\n"
-ROLE_NAMES = {"user": HUMAN, "human": HUMAN, "assistant": ASSISTANT, "gpt": ASSISTANT}
+SYSTEM = "system"
+# message roles, any case: the three of chat APIs, and HH-RLHF's and ShareGPT's "human" and "gpt"
+ROLE_NAMES = {"user": HUMAN, "human": HUMAN, "assistant": ASSISTANT, "gpt": ASSISTANT, "system": SYSTEM}
+UNKNOWN_ANNOTATOR = "unknown"   # a row that names no annotator (every HH-RLHF row)
 
 COLUMNS = [
     "id",
@@ -57,7 +60,7 @@ class Record:
     source_file: str
     source_line: int
     pair_id: str | None = None
-    annotator: str = "unknown"
+    annotator: str = UNKNOWN_ANNOTATOR
     annotated_at: str = ""
     policy_tier: str = "global"
     owner: str = ""          # a deployer or user of policies.yaml; empty: global feedback
@@ -95,10 +98,30 @@ def content_id(*parts: str) -> str:
     return digest.hexdigest()[:20]
 
 
+class TurnError(ValueError):
+    """A chat turn that a transcript has no place for."""
+
+
 def render_turns(turns: list[tuple[str, str]]) -> str:
-    """``[("user", "hi"), ("assistant", "hello"), ("user", "and?")]`` → transcript prompt."""
-    lines = [f"{ROLE_NAMES.get(role.lower(), role)}: {text.strip()}" for role, text in turns]
-    return TURN_SEPARATOR.join(lines + [f"{ASSISTANT}:"])
+    """``[("user", "hi"), ("assistant", "hello"), ("user", "and?")]`` → transcript prompt.
+
+    System messages open the chat: they become one ``system:`` first paragraph (several are
+    joined), which ``chat.transcript_messages`` reads back as the system message. A role outside
+    ``ROLE_NAMES``, or a system message after a user or assistant turn, raises TurnError: a
+    transcript could only show it as text inside another turn.
+    """
+    labels = [ROLE_NAMES.get(role.lower()) for role, _ in turns]
+    unknown = sorted({role for (role, _), label in zip(turns, labels) if label is None})
+    if unknown:
+        raise TurnError(f"unknown message role(s) {unknown}: expected system, user or assistant "
+                        "(or human, gpt; any case)")
+    opening = next((i for i, label in enumerate(labels) if label != SYSTEM), len(turns))
+    if SYSTEM in labels[opening:]:
+        raise TurnError(f"message {labels.index(SYSTEM, opening) + 1} is a system message after a user or "
+                        "assistant turn: system messages must open the chat")
+    system = [f"{SYSTEM}: " + TURN_SEPARATOR.join(text.strip() for _, text in turns[:opening])] if opening else []
+    lines = [f"{label}: {text.strip()}" for (_, text), label in zip(turns[opening:], labels[opening:])]
+    return TURN_SEPARATOR.join(system + lines + [f"{ASSISTANT}:"])
 
 
 def to_frame(records: list[Record]) -> pd.DataFrame:

@@ -8,9 +8,13 @@ with none, it is undefined ("n/a").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import krippendorff
 import pandas as pd
 
+from components.data.quarantine import dataset_location
 from components.errors import UserError
 
 
@@ -50,11 +54,11 @@ def measure(judgements: pd.DataFrame) -> dict:
     }
 
 
-def check_min_agreement(agreement: dict, min_agreement: float | None) -> None:
-    """Fail below the threshold; an undefined alpha cannot be below it and passes."""
+def check_min_agreement(agreement: dict, min_agreement: float | None, sources: Sequence[str | Path] = ()) -> None:
+    """Fail below the threshold, naming the ``sources`` read; an undefined alpha cannot be below it and passes."""
     alpha = agreement["krippendorff_alpha"]
     if min_agreement is not None and alpha is not None and alpha < min_agreement:
-        raise AgreementError(f"(dataset): min_agreement: Krippendorff's alpha {alpha:.3f} < "
+        raise AgreementError(f"{dataset_location(sources)}: min_agreement: Krippendorff's alpha {alpha:.3f} < "
                              f"validation.min_agreement {min_agreement} over "
                              f"{agreement['items_judged_twice_or_more']} items judged twice or more")
 

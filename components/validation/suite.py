@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from components.data.records import LABELS
+from components.data.quarantine import dataset_location
+from components.data.records import LABELS, NEGATIVE, POSITIVE, UNKNOWN_ANNOTATOR
 from components.errors import UserError
 from components.params import ValidationParams
 
@@ -23,6 +24,7 @@ from components.params import ValidationParams
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 import great_expectations as gx  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+from great_expectations.expectations.row_conditions import Column  # noqa: E402
 
 for _name in list(logging.root.manager.loggerDict):
     if _name.startswith("great_expectations."):
@@ -38,6 +40,8 @@ RULES = (
     "row_count",
     "encodable_text",
     "rating_range",
+    "iso_timestamp",
+    "self_contradiction",
 )
 REQUIRED_COLUMNS = ("id", "item_id", "prompt_id", "prompt", "response", "label", "source", "source_file", "source_line")
 TEXT_COLUMNS = ("prompt", "response")
@@ -52,6 +56,14 @@ _RESULT_FORMAT = {
     "return_unexpected_index_query": False,
 }
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# annotated_at: an ISO-8601 calendar date, or date and time ('T', or the space Python and SQL
+# write), to the minute or finer, naive or with Z / ±HH[:MM]; kept as written, never reformatted
+ISO_TIMESTAMP = (r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"           # date
+                 r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?"         # time
+                 r"(?:Z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?)?\Z")                # zone
+GIVEN_TIME = Column("annotated_at") != ""   # an empty annotated_at: the row gives no time
+NAMED_ANNOTATOR = Column("annotator").is_not_in([UNKNOWN_ANNOTATOR, ""])   # HH-RLHF rows name no one
+OPPOSITE = {NEGATIVE: POSITIVE, POSITIVE: NEGATIVE}
 
 
 @dataclass(frozen=True)
@@ -65,9 +77,9 @@ class RuleFailure:
     detail: str
     row: int | None = None   # position in the validated frame (not reported: it names no source)
 
-    def location(self) -> str:
+    def location(self, dataset: str = "(dataset)") -> str:
         if self.source_file is None:
-            return "(dataset)"
+            return dataset
         return f"{self.source_file}:{self.source_line if self.source_line is not None else '?'}"
 
 
@@ -79,6 +91,7 @@ class ValidationReport:
     n_rows: int
     failures: tuple[RuleFailure, ...]
     rules_checked: tuple[str, ...]
+    sources: tuple[str, ...] = ()   # the files validated together: what a dataset-wide failure names
 
     def to_dict(self) -> dict:
         return {
@@ -97,7 +110,7 @@ class ValidationReport:
         lines = [f"{SUITE_NAME}: {len(self.failures)} failure(s) in {self.n_rows} rows"]
         for f in self.failures[:limit]:
             column = f" ({f.column})" if f.column else ""
-            lines.append(f"{f.location()}: {f.rule}{column}: {f.detail}")
+            lines.append(f"{f.location(dataset_location(self.sources))}: {f.rule}{column}: {f.detail}")
         if len(self.failures) > limit:
             lines.append(f"... and {len(self.failures) - limit} more")
         return "\n".join(lines)
@@ -138,6 +151,16 @@ def build_suite(rules: ValidationParams) -> gx.ExpectationSuite:
         ),
         # a rating is optional (null passes); one that is there lies on the 1..7 scale
         tagged("rating_range", E.ExpectColumnValuesToBeBetween, column="rating", min_value=1, max_value=7),
+        # the shape by pattern, then the calendar (no 2023-02-29) by dateutil; empty passes
+        tagged("iso_timestamp", E.ExpectColumnValuesToMatchRegex, column="annotated_at", regex=ISO_TIMESTAMP,
+               row_condition=GIVEN_TIME),
+        tagged("iso_timestamp", E.ExpectColumnValuesToBeDateutilParseable, column="annotated_at",
+               row_condition=GIVEN_TIME),
+        # a named annotator judges an item once, or once per pair (a pair's labels say which of
+        # two is better: a response may win one pair and lose another); _failures reports the
+        # groups holding both labels (a repeat of one label is the duplicate rule's)
+        tagged("self_contradiction", E.ExpectCompoundColumnsToBeUnique,
+               column_list=["annotator", "item_id", "pair_id"], row_condition=NAMED_ANNOTATOR),
     ]
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     for expectation in expectations:
@@ -157,8 +180,9 @@ def quiet_context():
     return context
 
 
-def validate_records(frame: pd.DataFrame, rules: ValidationParams) -> ValidationReport:
-    """Run the suite on ``frame`` in a fresh in-memory GX context (cheap, and nothing piles up)."""
+def validate_records(frame: pd.DataFrame, rules: ValidationParams, sources: tuple[str, ...] = ()) -> ValidationReport:
+    """Run the suite on ``frame`` in a fresh in-memory GX context (cheap, and nothing piles up);
+    ``sources``, the files read into it, are what a failure of the whole dataset names."""
     frame = frame.reset_index(drop=True)  # GX reports index labels; make them row positions
     context = quiet_context()
     batch = (
@@ -171,8 +195,9 @@ def validate_records(frame: pd.DataFrame, rules: ValidationParams) -> Validation
     results = definition.run(batch_parameters={"dataframe": _holdable(frame)}, result_format=_RESULT_FORMAT)
 
     failures = [f for result in results.results if not result.success for f in _failures(result, frame)]
-    failures.sort(key=_order)
-    return ValidationReport(success=not failures, n_rows=len(frame), failures=tuple(failures), rules_checked=RULES)
+    failures = sorted(dict.fromkeys(failures), key=_order)   # once per row, where two expectations check one rule
+    return ValidationReport(success=not failures, n_rows=len(frame), failures=tuple(failures), rules_checked=RULES,
+                            sources=tuple(map(str, sources)))
 
 
 def _order(failure: RuleFailure) -> tuple:
@@ -206,10 +231,13 @@ def _failures(result, frame: pd.DataFrame) -> list[RuleFailure]:
         detail = f"{found.get('observed_value', len(frame))} rows < min_rows {config.kwargs['min_value']}"
         return [RuleFailure(rule, None, None, None, detail)]
     if "partial_unexpected_index_list" not in found:  # GX raised instead of checking
-        detail = "column missing" if column not in frame.columns else "could not be checked"
+        missing = set(config.kwargs.get("column_list") or [column]) - set(frame.columns)
+        detail = "column missing" if missing else "could not be checked"
         return [RuleFailure(rule, column, None, None, detail)]
 
     rows = found["partial_unexpected_index_list"]
+    if rule == "self_contradiction":
+        return _contradictions(frame, rows)
     first_row = frame.index.to_series().groupby(frame[column]).transform("min") if rule == "duplicate" else None
     failures = []
     for row in rows:
@@ -237,10 +265,38 @@ def _detail(rule: str, value, kwargs: dict) -> str:
         return f"{float(value):g} not within [1, 7]"
     if rule == "label_domain":
         return f"{_quote(value)} not in {list(LABELS)}"
+    if rule == "iso_timestamp":
+        return f"{_quote(value)} is not an ISO-8601 date or date-time (2024-05-01, 2024-05-01T14:30:00Z)"
     if rule == "encodable_text":
         what = "a lone UTF-16 surrogate (not writable as UTF-8)" if _LONE_SURROGATE.search(value) else "a NUL character"
         return f"contains {what}: {_quote(value)}"
     raise ValueError(f"no detail for rule {rule!r}")
+
+
+def _contradictions(frame: pd.DataFrame, rows: list[int]) -> list[RuleFailure]:
+    """Every judgement of the listed rows' (annotator, item, pair) groups whose annotator also
+    gave the item the opposite label, naming the line(s) it contradicts. Whole groups: a group
+    cut by MAX_FAILURES_PER_RULE must not leave one side behind."""
+    if not {"label", "pair_id"} <= set(frame.columns):  # reported by the rules on those columns
+        return []
+    pair_ids = frame["pair_id"].where(frame["pair_id"].notna(), None)
+    keys = list(zip(frame["annotator"], frame["item_id"], pair_ids))
+    listed = {keys[row] for row in rows}
+    groups: dict[tuple, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key in listed:
+            groups.setdefault(key, []).append(row)
+    failures = []
+    for members in groups.values():
+        for row in members:
+            label = frame.at[row, "label"]
+            against = [other for other in members if frame.at[other, "label"] == OPPOSITE.get(label)]
+            if against:
+                where = ", ".join(_where(frame, other, relative_to=row) for other in against)
+                detail = (f"annotator {_quote(frame.at[row, 'annotator'])} labelled this item {label} here and "
+                          f"{OPPOSITE[label]} on {where}")
+                failures.append(RuleFailure("self_contradiction", None, *_source(frame, row), detail, row=row))
+    return failures
 
 
 def _source(frame: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
