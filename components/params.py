@@ -33,6 +33,7 @@ ForgetOp = Literal["none", "reset_top", "partial_reset", "shrink_perturb", "magn
 AnchorMode = Literal["offline", "online"]
 Objective = Literal["d2o", "dpo", "npo", "kto", "ga", "stable_alignment"]
 Weighting = Literal["none", "agreement"]
+Balance = Literal["none", "group"]
 CiMethod = Literal["percentile", "BCa", "basic"]
 Metric = Literal["neg_logp_delta", "pos_logp_delta", "separation", "pref_accuracy"]
 GroupBy = Literal["source", "annotator", "policy_tier", "group"]
@@ -55,22 +56,37 @@ class Section(BaseModel):
         return self.model_dump()
 
 
-class DataParams(Section):
-    source: Text | Annotated[list[Text], Field(min_length=1)] = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+class SplitFractions(Section):
+    """The shares of a source's prompts held out for the cycle gate (dev) and the registry gate (test)."""
+
     dev_fraction: Fraction = 0.05
     test_fraction: Fraction = 0.1
-    policy_tier: Text = "global"
-    aggregation: Aggregation = "majority"
-    withdrawals: str = "data/withdrawals.txt"
-    owner_source: str = "data/personal/owner-feedback.jsonl"
 
     @field_validator("test_fraction")
     @classmethod
     def _leaves_training_rows(cls, test: float, info: ValidationInfo) -> float:
         dev = info.data.get("dev_fraction", 0.0)
         if dev + test >= 1:
-            raise ValueError(f"with data.dev_fraction {dev}, must be < {1 - dev:g} so that rows are left to train on")
+            raise ValueError(f"with dev_fraction {dev}, must be < {1 - dev:g} so that rows are left to train on")
         return test
+
+
+class DataParams(SplitFractions):
+    """The sources and how they are split; ``dev_fraction``/``test_fraction`` apply to every
+    source that ``source_splits`` does not name."""
+
+    source: Text | Annotated[list[Text], Field(min_length=1)] = "data/sample/hh-rlhf-harmless-base.sample.jsonl.gz"
+    # a source's own fractions, by the rows' `source` value (hh-rlhf, xstest, ...)
+    source_splits: dict[Text, SplitFractions] = {}
+    policy_tier: Text = "global"
+    aggregation: Aggregation = "majority"
+    withdrawals: str = "data/withdrawals.txt"
+    owner_source: str = "data/personal/owner-feedback.jsonl"
+
+    def fractions(self, source: str) -> SplitFractions:
+        """The dev and test fractions of rows from ``source``."""
+        default = SplitFractions(dev_fraction=self.dev_fraction, test_fraction=self.test_fraction)
+        return self.source_splits.get(source, default)
 
     def sources(self) -> list[str]:
         """What ingest reads: the source (or each of a list), and the owners' feedback when one is named."""
@@ -164,6 +180,7 @@ class RelearnParams(Section):
     batch_size: Count = 8
     learning_rate: NonNegative = 1e-4
     max_prompts: CountOrOff = 128
+    balance: Balance = "none"    # group: each group of negatives (its `group`, else its source) sampled alike
     weighting: Weighting = "none"
     stable_alignment: StableAlignmentParams = StableAlignmentParams()
 
@@ -199,6 +216,7 @@ class GroupGateParams(Section):
     by: GroupBy = "source"
     rule: GroupRule = "pooled"
     min_pairs: Count = 30
+    max_regression: NonNegative = 0.03   # non-inferiority margin: how much worse a judged group may be, at most
 
 
 class GateParams(Section):

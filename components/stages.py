@@ -18,7 +18,7 @@ from transformers import set_seed
 
 from components.data.aggregation import aggregate
 from components.data.consent import read_withdrawals, withdraw
-from components.data.dataset import assign_splits, build_manifest, read_items, write_dataset
+from components.data.dataset import assign_splits, build_manifest, check_held_out, read_items, write_dataset
 from components.data.quarantine import summarise
 from components.data.readers import read_sources
 from components.data.records import pairs, to_frame
@@ -83,7 +83,7 @@ class LoadedSource:
         return self.report["withdrawals"]
 
     def manifest_extra(self) -> dict:
-        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified")
+        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified", "source_notes")
         return {"quarantined_rows": self.quarantined_rows, **{k: self.report[k] for k in keys}}
 
     def summary(self) -> str:
@@ -110,10 +110,11 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
     read = read_sources(paths, data.policy_tier)
     judgements, withdrawn = withdraw(to_frame(read.records), withdrawals)
     judgements = assign_tiers(judgements, policies, params.tiers.policies)
-    judgements = assign_splits(judgements, data.dev_fraction, data.test_fraction)
+    judgements = assign_splits(judgements, data)
     screened = screen(judgements, rules, read.rows, read.problems, paths)
     items, aggregation = aggregate(screened.kept, data.aggregation)
     items, reclassified = reclassify(items, policies)
+    check_held_out(items)
     agreement = measure(screened.kept)
     check_min_agreement(agreement, rules.min_agreement, paths)
     report = {
@@ -124,6 +125,7 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
         "aggregation": aggregation,
         "withdrawals": withdrawn.as_dict(),
         "reclassified": reclassified,
+        "source_notes": read.notes,   # what a source's reader resolved or left out (XSTest's oddities)
     }
     return LoadedSource(screened.kept, items, [i.as_dict() for i in screened.issues], report)
 

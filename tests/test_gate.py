@@ -125,7 +125,7 @@ def test_worst_group_blocks_a_candidate_that_helps_one_group_and_hurts_another()
     decision = decide(pairs, worst, seed=0)
     assert not decision.passed
     assert [line for line in failed(decision)] == [next(l for l in decision.checks if "source=chat" in l)]
-    assert "regresses (worst_group)" in failed(decision)[0]
+    assert "may be meaningfully worse (worst_group)" in failed(decision)[0]
     assert decision.as_tags()["gate.groups.rule"] == "worst_group"
     assert set(decision.groups["group"]) == {"chat", "forum"}
     assert decision.groups.set_index("group").loc["chat", "ci_high"] < 0
@@ -141,6 +141,31 @@ def test_worst_group_against_the_champion_uses_paired_per_group_gains():
     decision = decide(candidate, worst, seed=0, champion=champion, champion_name="champion v1")
     chat = next(line for line in decision.checks if "source=chat" in line)
     assert chat.startswith("FAIL") and "vs champion -0.1000" in chat
+
+
+def test_worst_group_is_non_inferiority_a_small_harm_whose_interval_crosses_zero_still_fails():
+    """A group whose interval straddles 0 shows no evidence of harm, but it cannot rule out a harm
+    beyond the margin either: that fails. A group measurably within the margin passes."""
+    helped = evidence(n=300, pos=0.0, neg=-0.3, noise=0.2, group="forum")
+    unsure = evidence(n=40, pos=-0.02, neg=0.0, noise=0.3, seed=3, group="chat", ids=900)
+    worst = GATE.model_copy(update={"groups": GroupGateParams(by="source", rule="worst_group", min_pairs=30,
+                                                              max_regression=0.03)})
+    decision = decide(pd.concat([helped, unsure], ignore_index=True), worst, seed=0)
+    chat = decision.groups.set_index("group").loc["chat"]
+    assert chat["ci_low"] < -0.03 < 0 < chat["ci_high"]                   # not harmful at 95%, yet not shown safe
+    assert failed(decision) == [next(l for l in decision.checks if "source=chat" in l)]
+    assert "< -0.03 (gate.groups.max_regression)" in failed(decision)[0]
+    precise = evidence(n=400, pos=-0.005, neg=0.0, noise=0.05, seed=4, group="chat", ids=900)
+    within = decide(pd.concat([helped, precise], ignore_index=True), worst, seed=0)
+    assert within.passed, within.checks
+    assert any("source=chat" in l and ">= -0.03" in l and "not meaningfully worse" in l for l in within.checks)
+
+
+def test_grouping_by_group_falls_back_to_the_source_for_rows_without_one():
+    rows = pd.concat([evidence(n=50, group="hh-rlhf"), evidence(n=50, group="xstest", ids=100)], ignore_index=True)
+    rows.loc[rows["source"] == "xstest", "group"] = ["xstest-safe"] * 25 + ["xstest-unsafe"] * 25
+    decision = decide(rows, GATE.model_copy(update={"groups": GroupGateParams(by="group", min_pairs=10)}), seed=0)
+    assert list(decision.groups["group"]) == ["hh-rlhf", "xstest-safe", "xstest-unsafe"]
 
 
 def test_groups_smaller_than_their_minimum_are_reported_not_judged():

@@ -46,7 +46,10 @@ def test_repo_params_load_with_the_documented_values():
     assert params.reference.tiny.n_embd == 128
     assert params.reference.sft.learning_rate == pytest.approx(2e-3)
     assert (params.gate.confidence, params.gate.bootstrap_samples, params.gate.min_pairs) == (0.95, 2000, 100)
-    assert params.gate.primary == "separation" and params.gate.groups.rule == "pooled"
+    assert params.gate.primary == "separation" and params.gate.groups.rule == "worst_group"
+    assert (params.gate.groups.by, params.gate.groups.max_regression) == ("group", 0.03)
+    assert params.data.source[1] == "data/xstest" and params.data.fractions("xstest").test_fraction == 0.55
+    assert params.data.fractions("hh-rlhf") == params.data.fractions("anything else")
     assert params.data.aggregation == "majority" and params.validation.max_bad_fraction == 0.01
     assert params.validation.min_agreement is None
     assert params.registry.model_name == "alignpipe-policy"
@@ -244,10 +247,12 @@ def test_flat_gives_dotted_keys_with_leaf_values():
 
 
 def _leaf_fields(cls):
+    """One leaf per field; a mapping of sections (data.source_splits) adds one per entry, and
+    its default holds none."""
     for name, field in cls.model_fields.items():
         if isinstance(field.default, BaseModel):
             yield from _leaf_fields(type(field.default))
-        else:
+        elif not isinstance(field.default, dict):
             yield name
 
 

@@ -112,6 +112,27 @@ def test_stable_alignment_without_rated_groups_says_what_it_needs():
         training_negatives(train, 0, seed=0, rated=True)
 
 
+def test_balanced_negatives_take_an_equal_share_of_each_group():
+    """A large source must not drown a small one: balance: group samples each group (its
+    `group`, else its source) alike, seeded; without it, shares follow the sources' sizes."""
+    from components.training.negatives import training_negatives
+
+    records = [Record(prompt(f"hh question {i}?"), BAD, NEGATIVE, source="hh-rlhf", source_file="h.jsonl", source_line=i)
+               for i in range(90)]
+    records += [Record(prompt(f"xs question {i}?"), BAD, NEGATIVE, source="xstest", source_file="x.csv", source_line=i,
+                       group=f"xstest-{'safe' if i % 2 else 'unsafe'}") for i in range(12)]
+    train = to_frame(records)
+    groups = lambda rows: rows["group"].replace("", "hh-rlhf").value_counts().to_dict()  # noqa: E731
+    assert groups(training_negatives(train, 30, seed=0, balance="group")) == {"hh-rlhf": 10, "xstest-safe": 6,
+                                                                               "xstest-unsafe": 6}
+    assert groups(training_negatives(train, 0, seed=0, balance="group")) == {"hh-rlhf": 6, "xstest-safe": 6,
+                                                                              "xstest-unsafe": 6}
+    drawn = training_negatives(train, 30, seed=0)
+    assert len(drawn) == 30 and groups(drawn)["hh-rlhf"] > 20
+    assert training_negatives(train, 0, seed=1, balance="group")["id"].tolist() != \
+        training_negatives(train, 0, seed=0, balance="group")["id"].tolist()
+
+
 # --- supervised fine-tuning ------------------------------------------------------------------
 
 def test_sft_lowers_the_loss_on_its_dialogues(tiny_model_dir, tokenizer):

@@ -20,6 +20,7 @@ from components.atomic import replaced_folder
 from components.data.aggregation import ITEM_COLUMNS
 from components.data.quarantine import QUARANTINE_FILE, write_quarantine
 from components.data.records import COLUMNS, LABELS
+from components.params import DataParams
 
 RECORDS_FILE = "records.parquet"
 ITEMS_FILE = "items.parquet"
@@ -27,14 +28,35 @@ MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "dev", "test")
 
 
-def assign_splits(frame: pd.DataFrame, dev_fraction: float, test_fraction: float) -> pd.DataFrame:
-    if not (0 <= dev_fraction and 0 <= test_fraction and dev_fraction + test_fraction < 1):
-        raise ValueError("data.dev_fraction and data.test_fraction must be >= 0 and sum below 1")
+def assign_splits(frame: pd.DataFrame, data: DataParams) -> pd.DataFrame:
+    """Each prompt's split from a hash of its text and its source's fractions
+    (``data.source_splits``, else ``data.dev_fraction``/``test_fraction``). A prompt found in
+    several sources takes the fractions of the one that holds out most, so a prompt held out
+    by any source is never trained on through another (or by an owner's adapter)."""
+    fractions = frame["source"].map(lambda source: data.fractions(source))
+    test = fractions.map(lambda f: f.test_fraction)
+    dev = fractions.map(lambda f: f.dev_fraction)
+    strictest = test.groupby(frame["prompt_id"]).idxmax()   # per prompt: the row whose source holds out most
+    test = frame["prompt_id"].map(test[strictest.values].set_axis(strictest.index))
+    dev = frame["prompt_id"].map(dev[strictest.values].set_axis(strictest.index))
     position = frame["prompt_id"].map(lambda pid: int(pid[:8], 16) / 16**8)
     split = pd.Series("train", index=frame.index)
-    split[position < test_fraction + dev_fraction] = "dev"
-    split[position < test_fraction] = "test"
+    split[position < test + dev] = "dev"
+    split[position < test] = "test"
     return frame.assign(split=split)
+
+
+class HeldOutLeakError(AssertionError):
+    """A prompt landed both in training and in a held-out split: every gate would be contaminated."""
+
+
+def check_held_out(frame: pd.DataFrame) -> None:
+    """Assert that no prompt is in more than one split (``frame`` has ``prompt_id`` and ``split``)."""
+    splits = frame.groupby("prompt_id")["split"].nunique()
+    if (splits > 1).any():
+        leaked = ", ".join(splits[splits > 1].index[:5])
+        raise HeldOutLeakError(f"{int((splits > 1).sum())} prompt(s) in more than one split (e.g. {leaked}): "
+                               "a held-out prompt would be trained on")
 
 
 def content_version(judgements: pd.DataFrame, items: pd.DataFrame) -> str:

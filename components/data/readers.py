@@ -1,13 +1,14 @@
 """Read negative-feedback sources into canonical records (one per judgement).
 
 Formats: HH-RLHF JSONL(.gz) (``chosen``/``rejected`` dialogues), generic JSONL or Parquet
-with ``prompt``/``response``/``label`` columns, and a local ``datasets`` directory saved
-with ``save_to_disk`` holding either shape. JSON lines are UTF-8 (a byte-order mark and CRLF
-line ends are fine); a line longer than ``MAX_LINE_BYTES`` is never held in memory whole. A
-row that cannot be read (not UTF-8, too long, not JSON, a missing field, a wrong type) is returned as an :class:`Issue` with its raw content for the quarantine,
-and reading goes on; only file-level problems (missing, unknown format, unreadable, no row
-that is a dataset row) raise :class:`IngestError`. Content rules (empty text, duplicates, ...)
-belong to the validation suite. Annotator e-mails are pseudonymised here, before anything
+with ``prompt``/``response``/``label`` columns, a local ``datasets`` directory saved
+with ``save_to_disk`` holding either shape, and an XSTest folder (``xstest.py``). JSON lines
+are UTF-8 (a byte-order mark and CRLF line ends are fine); a line longer than
+``MAX_LINE_BYTES`` is never held in memory whole. A row that cannot be read (not UTF-8, too
+long, not JSON, a missing field, a wrong type) is returned as an :class:`Issue` with its raw
+content for the quarantine, and reading goes on; only file-level problems (missing, unknown
+format, unreadable, no row that is a dataset row) raise :class:`IngestError`. Content rules
+(empty text, duplicates, ...) belong to the validation suite. Annotator e-mails are pseudonymised here, before anything
 else sees them.
 """
 
@@ -18,13 +19,14 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.data.consent import pseudonym, scrub
 from components.data.quarantine import MAX_REPORTED, Issue
 from components.data.records import ASSISTANT, NEGATIVE, POSITIVE, Record, TurnError, content_id, render_turns
+from components.data.xstest import XSTestFileError, is_xstest_folder, read_xstest
 from components.errors import UserError
 
 HH_SPLIT = f"\n\n{ASSISTANT}:"
@@ -55,6 +57,7 @@ class SourceRead:
     problems: list[Issue]   # rows that could not be read: for the quarantine
     unpaired: list[Issue]   # HH rows read soundly as unpaired records, and why
     rows: int               # source rows (non-blank lines) seen
+    notes: dict = field(default_factory=dict)   # source -> what its reader resolved or left out, counted
 
 
 def read_source(path: str | Path, policy_tier: str = "global") -> SourceRead:
@@ -63,6 +66,12 @@ def read_source(path: str | Path, policy_tier: str = "global") -> SourceRead:
     file = str(path)
     if not path.exists():
         raise IngestError([Issue(file, 0, "source_exists", "no such file or directory")])
+    if is_xstest_folder(path):
+        try:
+            read = read_xstest(path, policy_tier)
+        except XSTestFileError as err:
+            raise IngestError([err.issue]) from None
+        return SourceRead(read.records, read.problems, [], read.rows, {file: dict(sorted(read.counts.items()))})
     records: list[Record] = []
     problems: list[Issue] = []
     unpaired: list[Issue] = []
@@ -91,7 +100,8 @@ def read_sources(paths: list[str | Path], policy_tier: str = "global") -> Source
     problems and rows together; each record keeps its own file and line."""
     reads = [read_source(path, policy_tier) for path in paths]
     return SourceRead([r for read in reads for r in read.records], [p for read in reads for p in read.problems],
-                      [u for read in reads for u in read.unpaired], sum(read.rows for read in reads))
+                      [u for read in reads for u in read.unpaired], sum(read.rows for read in reads),
+                      {name: notes for read in reads for name, notes in read.notes.items()})
 
 
 def _private(row: Any) -> Any:

@@ -80,6 +80,15 @@ def paired_improvements(candidate: pd.DataFrame, champion: pd.DataFrame,
     return {metric: improvement(both, metric, settings) for metric in METRICS}
 
 
+def group_keys(frame: pd.DataFrame, by: str) -> pd.Series:
+    """Each row's group under ``by``; by ``group``, a row without one (HH-RLHF, most files)
+    falls back to its source, so every source is a group of its own."""
+    keys = frame[by].fillna("").astype(str)
+    if by == "group" and "source" in frame.columns:
+        keys = keys.where(keys != "", frame["source"].fillna("").astype(str))
+    return keys.replace("", "(none)")
+
+
 def group_table(evidence: pd.DataFrame, by: str, metric: str, settings: BootstrapSettings,
                 champion: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per group of ``by``: pairs, ``metric`` with its interval, and, given the
@@ -88,7 +97,7 @@ def group_table(evidence: pd.DataFrame, by: str, metric: str, settings: Bootstra
         raise ValueError(f"gate.groups.by: the held-out pairs have no {by!r} column; one of {GROUP_COLUMNS}")
     both = align(evidence, champion) if champion is not None else evidence
     rows = []
-    for name, group in both.groupby(both[by].fillna("").astype(str).replace("", "(none)"), sort=True):
+    for name, group in both.groupby(group_keys(both, by), sort=True):
         value = interval(group, metric, settings)
         row = {"group": name, "n_pairs": len(group), "estimate": value.estimate,
                "ci_low": value.low, "ci_high": value.high}

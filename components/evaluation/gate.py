@@ -5,8 +5,9 @@ rejected (separation's lower bound > 0) and that its positives stay within budge
 the champion, on the same pairs, it must be significantly better on the primary metric and
 not significantly worse on the others beyond their tolerances. A champion that cannot be
 scored on the same pairs blocks promotion instead of being skipped, and so do too few pairs.
-Per-group results are always reported; with ``gate.groups.rule: worst_group`` no group large
-enough to judge may regress. Every check line states estimate, interval, n, B and seed.
+Per-group results are always reported; with ``gate.groups.rule: worst_group`` every group large
+enough to judge must show it is not meaningfully worse (non-inferiority within
+``gate.groups.max_regression``). Every check line states estimate, interval, n, B and seed.
 
 All checks must pass (an intersection–union test), so each is made at the full confidence
 level without a multiplicity correction; the "not worse" checks only make the gate stricter.
@@ -80,24 +81,29 @@ def _champion_checks(intervals: dict[str, Interval], champion: dict[str, Interva
 
 
 def _group_checks(table: pd.DataFrame, gate: GateParams) -> list[str]:
-    """A group regresses when its interval lies wholly on the wrong side of the reference level
-    (and, with a champion, of the champion). Only ``worst_group`` turns that into a FAIL."""
+    """Non-inferiority per group: a group with at least ``gate.groups.min_pairs`` pairs must show,
+    at its interval's worst end, that it is not more than ``gate.groups.max_regression`` worse
+    than the reference level (and, with a champion, than the champion, paired). "No evidence of
+    harm" would not do: a small group's wide interval crosses 0 whatever happened to it. Only
+    ``worst_group`` turns a failure into a FAIL; ``pooled`` reports the same lines as INFO."""
     by, metric, judged = gate.groups.by, gate.primary, gate.groups.rule == "worst_group"
-    sign, level = direction(metric), REFERENCE_LEVEL[metric]
+    sign, level, margin = direction(metric), REFERENCE_LEVEL[metric], gate.groups.max_regression
     lines = []
     for row in table.itertuples(index=False):
         text = f"group {by}={row.group}: {metric} {row.estimate:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}] (n={row.n_pairs})"
-        if "improvement" in table.columns:
-            text += f"; vs champion {row.improvement:+.4f} [{row.improvement_ci_low:.4f}, {row.improvement_ci_high:.4f}]"
         if row.n_pairs < gate.groups.min_pairs:
             lines.append(_line(None, f"{text}: fewer than gate.groups.min_pairs {gate.groups.min_pairs}, not judged"))
             continue
-        best_case = row.ci_high if sign > 0 else row.ci_low
-        regresses = sign * (best_case - level) < 0
+        worst = sign * ((row.ci_low if sign > 0 else row.ci_high) - level)   # how far worse it may be, signed
+        ok = worst >= -margin
+        text += f": worst end {worst:+.4f} vs the reference {'>=' if ok else '<'} -{margin} (gate.groups.max_regression)"
         if "improvement" in table.columns:
-            regresses = regresses or row.improvement_ci_high < 0
-        lines.append(_line(not regresses if judged else None,
-                           f"{text}: {'regresses' if regresses else 'no regression'} ({gate.groups.rule})"))
+            kept = row.improvement_ci_low >= -margin
+            ok = ok and kept
+            text += (f"; vs champion {row.improvement:+.4f} [{row.improvement_ci_low:.4f}, {row.improvement_ci_high:.4f}] "
+                     f"{'>=' if kept else '<'} -{margin}")
+        verdict = "not meaningfully worse" if ok else "may be meaningfully worse"
+        lines.append(_line(ok if judged else None, f"{text}: {verdict} ({gate.groups.rule})"))
     return lines
 
 

@@ -32,6 +32,12 @@ def _values(series: pd.Series) -> pd.Series:
     return series.fillna("unknown").replace("", "unknown").value_counts()
 
 
+def _source_notes(notes: dict) -> str:
+    """What each source's reader resolved or left out (XSTest: merged repeats, contradicting
+    labels, partial refusals, pairs per group), one table per source."""
+    return "".join(f"\n{_table(f'`{source}`: read', counts, 'count', limit=20)}\n" for source, counts in notes.items())
+
+
 def render_data_card(judgements: pd.DataFrame, items: pd.DataFrame, manifest: dict) -> str:
     aggregation, agreement = manifest["aggregation"], manifest["agreement"]
     quarantine, withdrawals, unpaired = manifest["quarantine"], manifest["withdrawals"], manifest["unpaired"]
@@ -42,7 +48,7 @@ def render_data_card(judgements: pd.DataFrame, items: pd.DataFrame, manifest: di
 harmful or unwanted under the listed policy tiers. A model trained on them learns *their*
 judgement, not a universal one: read this before you deploy it.
 
-- Source: `{manifest['source']}` (sha256 `{manifest['source_sha256'][:16]}`)
+- Sources: {', '.join(f"`{path}` (sha256 `{digest[:16]}`)" for path, digest in manifest['sources'].items())}
 - Judgements kept: {manifest['n_rows']} ({manifest['labels'].get('negative', 0)} negative, {manifest['labels'].get('positive', 0)} positive), by {judgements['annotator'].nunique()} annotator id(s) (e-mail addresses pseudonymised)
 - Training items: {manifest['items']['n']} ({item_labels.get('negative', 0)} negative, {item_labels.get('positive', 0)} positive)
 - Splits (items): {', '.join(f"{k} {v}" for k, v in manifest['items']['splits'].items())} (by prompt hash; test is held out from training and gating)
@@ -63,6 +69,7 @@ judgement, not a universal one: read this before you deploy it.
 - Reclassified by policy rules (positives that break a rule of their owner's tiers now train as negatives): {_inline(manifest.get('reclassified', {})) if manifest.get('reclassified') else 'none'}
 
 {_table("quarantine rule", quarantine['by_rule'], "problems")}
+{_source_notes(manifest.get('source_notes', {}))}
 
 ## Who judged, where from
 

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from components.data.records import NEGATIVE, POSITIVE
+from components.evaluation.evidence import group_keys
 from components.modeling.sequences import Encoded, encode_prompt, encode_response, score
 from components.params import RelearnParams, SequenceParams
 from components.training.anchors import AnchorSet
@@ -21,10 +22,12 @@ from components.training.relearn import RelearnExample, example_weights, with_we
 
 
 def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired: bool = False,
-                       rated: bool = False) -> pd.DataFrame:
+                       rated: bool = False, balance: str = "none") -> pd.DataFrame:
     """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
     whose pair has a positive in ``train`` (DPO needs both sides), ``rated`` those with a rating
-    and another rated response to the same prompt (Stable Alignment's groups)."""
+    and another rated response to the same prompt (Stable Alignment's groups). ``balance:
+    group`` samples each group (its ``group``, else its source) alike, so that a large source
+    does not drown a small one."""
     negatives = train[train["label"] == NEGATIVE].sort_values("id")
     if negatives.empty:
         raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
@@ -40,9 +43,19 @@ def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired:
         if negatives.empty:
             raise ValueError("no rated groups: stable_alignment needs rated negatives with another rated response to "
                              "the same prompt in the train split (the sandbox's derived rows carry ratings)")
+    if balance == "group":
+        return balanced_sample(negatives, max_prompts, seed)
     if max_prompts and len(negatives) > max_prompts:
         negatives = negatives.sample(n=max_prompts, random_state=seed)
     return negatives
+
+
+def balanced_sample(rows: pd.DataFrame, total: int, seed: int) -> pd.DataFrame:
+    """An equal share of ``total`` from each group (a group smaller than its share gives all it
+    has); ``total`` 0: as many from each group as the smallest holds."""
+    groups = [group for _, group in rows.groupby(group_keys(rows, "group"), sort=True)]
+    share = total // len(groups) if total else min(len(group) for group in groups)
+    return pd.concat([group.sample(n=min(len(group), max(share, 1)), random_state=seed) for group in groups])
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class EncodedNegatives:
 def encode_negatives(reference, tokenizer, train: pd.DataFrame, relearn: RelearnParams, seq: SequenceParams,
                      seed: int) -> EncodedNegatives:
     rows = training_negatives(train, relearn.max_prompts, seed, paired=relearn.objective == "dpo",
-                              rated=relearn.objective == "stable_alignment")
+                              rated=relearn.objective == "stable_alignment", balance=relearn.balance)
     prompts = [encode_prompt(tokenizer, p, seq.max_prompt_tokens) for p in rows["prompt"]]
     encoded = [Encoded(p, encode_response(tokenizer, r, seq.max_response_tokens)) for p, r in zip(prompts, rows["response"])]
     ref_logps, _ = score(reference, encoded, tokenizer.pad_token_id)
