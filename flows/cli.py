@@ -69,23 +69,54 @@ def cmd_stage(args) -> None:
 def cmd_evaluate(args) -> None:
     from components import stages
     from components.data.records import pairs
-    from components.evaluation.report import metric_lines
-    from components.registry.registry import local_model_dir
+    from components.evaluation.evidence import group_table
+    from components.evaluation.intervals import BootstrapSettings
+    from components.evaluation.report import group_lines, metric_lines
+    from components.registry.registry import local_model
 
     params = _params(args)
     loaded = stages.load_records(args.pairs, params)
     pair_frame = pairs(loaded.items)
     if args.max_pairs:
         pair_frame = pair_frame.head(args.max_pairs)
-    generation, evidence = stages.evaluate(params, local_model_dir(args.model), pair_frame, Path(args.reference))
+    model = local_model(args.model)
+    reference, which = evaluation_reference(args, model.reference_dir)
+    print(f"reference: {which}")
+    generation, evidence = stages.evaluate(params, model.model_dir, pair_frame, reference)
     metrics = stages.summarize_evidence(params, evidence, generation, loaded.quarantined_rows)
+    by, primary = params.gate.groups.by, params.gate.primary   # per group as the gate reports it
+    groups = group_table(evidence, by, primary, BootstrapSettings.from_gate(params.gate, params.seed))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    out.write_text(json.dumps({**metrics, "reference": which, "groups": {"by": by, "metric": primary,
+                                                                        "rows": groups.to_dict("records")}},
+                              indent=2) + "\n")
     evidence_file = out.with_name(out.stem + "-evidence.parquet")
     evidence.to_parquet(evidence_file, index=False)
     print("\n".join(metric_lines(metrics)))
+    print(f"per group ({by}), {primary}:")
+    print("\n".join(f"  {line}" for line in group_lines(groups, by, primary)))
     print(f"-> {out} (per-pair evidence: {evidence_file})")
+
+
+def evaluation_reference(args, registered: Path | None) -> tuple[Path, str]:
+    """The reference ``evaluate`` scores against, and a line saying which: ``--reference``
+    when given; else the one the version was registered with, so that a champion scores the
+    same months later whatever the working tree holds; else ``artifacts/reference``, with a
+    note for a version registered before versions recorded their reference."""
+    from components.stages import REFERENCE_DIR, reference_location
+
+    if args.reference:
+        return Path(args.reference), f"{args.reference} (--reference)"
+    if registered is not None:
+        pointer = reference_location(registered)
+        named = f" ({pointer})" if pointer != str(registered) else ""
+        return registered, f"the one {args.model} was registered with{named}"
+    if Path(args.model).is_dir():
+        return REFERENCE_DIR, f"{REFERENCE_DIR} (the working tree's)"
+    return REFERENCE_DIR, (f"{REFERENCE_DIR}, the working tree's: note that {args.model} was registered before "
+                           "versions recorded their reference, so it is scored against whatever the pipeline built "
+                           "last (--reference chooses another)")
 
 
 def cmd_run(args) -> None:
@@ -271,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="metrics.json", help="metrics file; per-pair evidence goes beside it "
                           "as <name>-evidence.parquet (default: %(default)s)")
     evaluate.add_argument("--max-pairs", type=count_or_all, default=0, help="score only the first N pairs (default: all)")
-    evaluate.add_argument("--reference", default="artifacts/reference", help="reference folder (default: %(default)s)")
+    evaluate.add_argument("--reference", help="reference folder (default: the one a registered model was logged with; "
+                          "else artifacts/reference)")
 
     run = command("run", cmd_run, "run the retrain flow once (stages, gate, register, promote)")
     run.add_argument("--root", default=".", help="project folder (default: current)")

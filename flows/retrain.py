@@ -164,7 +164,7 @@ def gate_candidate(params: Params, root: Path) -> tuple[GateDecision, str | None
 @task(cache_policy=NO_CACHE, task_run_name="register")
 def register(params: Params, root: Path, metrics: dict, gate: GateDecision, identity: dict[str, str]) -> str:
     data_card = (root / stages.DATASET_DIR / stages.DATA_CARD).read_text()
-    model_uri = registry.log_policy_model(root / stages.POLICY_DIR)
+    model_uri = registry.log_policy_model(root / stages.POLICY_DIR, reference_dir=root / stages.REFERENCE_DIR)
     tags = {
         **identity,
         "params": json.dumps(params.flat(), sort_keys=True),

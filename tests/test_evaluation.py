@@ -4,6 +4,7 @@ copy, and ``alignpipe evaluate`` on a folder, a registry alias and an incomparab
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -18,7 +19,7 @@ from components.modeling.models import build_tiny_model, load_model, load_tokeni
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.params import EvaluateParams, SequenceParams
 from components.registry import registry, tracking
-from conftest import SAMPLE
+from conftest import REPO_ROOT, SAMPLE
 from flows.cli import main
 
 LOGP_METRICS = ("neg_logp_delta", "pos_logp_delta", "separation", "pref_accuracy")
@@ -216,7 +217,12 @@ def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_mo
     out = tmp_path / "nested" / "metrics.json"
     assert _evaluate(params_file, tiny_model_dir, hh_file, out, tiny_model_dir) == 0
     itself = json.loads(out.read_text())
-    assert set(itself) == METRIC_KEYS
+    assert set(itself) == METRIC_KEYS | {"reference", "groups"}
+    assert itself["reference"] == f"{tiny_model_dir} (--reference)"
+    # per group as the gate reports them (gate.groups.by: source): the one file is the one group
+    (group,) = itself["groups"]["rows"]
+    assert itself["groups"]["by"] == "source" and itself["groups"]["metric"] == "separation"
+    assert group["n_pairs"] == len(PAIRS) and group["ci_low"] <= group["estimate"] <= group["ci_high"]
     assert itself["n_pairs"] == len(PAIRS) and itself["quarantined_rows"] == 0
     assert itself["kl_ref"] == pytest.approx(0.0, abs=1e-6)
     assert itself["pref_accuracy"] == 0.5 == itself["pref_accuracy_ci_low"] == itself["pref_accuracy_ci_high"]
@@ -224,6 +230,7 @@ def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_mo
     assert len(evidence) == len(PAIRS)
     printed = capsys.readouterr().out
     assert "separation 0.0000 [0.0000, 0.0000]" in printed and "B=2000" in printed and "quarantined_rows 0" in printed
+    assert f"group source={group['group']}: separation 0.0000 [0.0000, 0.0000] (n={len(PAIRS)})" in printed
 
 
 @pytest.mark.slow
@@ -252,10 +259,49 @@ def test_cli_evaluate_registry_champion_matches_the_local_folder(
 
     assert _evaluate(params_file, perturbed_dir, hh_file, tmp_path / "local.json", tiny_model_dir) == 0
     assert _evaluate(params_file, f"models:/{model_name}@champion", hh_file, tmp_path / "champion.json", tiny_model_dir) == 0
-    local = json.loads((tmp_path / "local.json").read_text())
-    champion = json.loads((tmp_path / "champion.json").read_text())
+    local = metrics_of(tmp_path / "local.json")
+    champion = metrics_of(tmp_path / "champion.json")
     assert champion == pytest.approx(local, abs=1e-6)
     assert champion["kl_ref"] > 1e-3        # really the perturbed model, not the reference
+
+
+def metrics_of(out: Path) -> dict:
+    """The metrics of an ``alignpipe evaluate`` output, without the reference line and group table."""
+    return {k: v for k, v in json.loads(out.read_text()).items() if k not in ("reference", "groups")}
+
+
+def test_cli_evaluate_scores_a_version_against_the_reference_it_was_registered_with(
+    params_file, tiny_model_dir, perturbed_dir, other_tokenizer_dir, hh_file, tmp_path, model_name, monkeypatch, capsys
+):
+    """The working tree's reference has moved on (another tokenizer, as after a run on other
+    data): a version logged with its reference still scores as it did; ``--reference`` still
+    chooses; a version logged without one falls back to artifacts/reference, saying so."""
+    tracking.ensure_experiment("test-evaluation")
+    with mlflow.start_run():
+        with_reference = registry.log_policy_model(perturbed_dir, reference_dir=tiny_model_dir)
+        without = registry.log_policy_model(perturbed_dir)
+    carries = registry.register_candidate(with_reference, model_name, {}, "logged with its reference")
+    predates = registry.register_candidate(without, model_name, {}, "logged before references were")
+    assert _evaluate(params_file, perturbed_dir, hh_file, tmp_path / "then.json", tiny_model_dir) == 0
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "withdrawals.txt").write_text("# none\n")
+    shutil.copy(REPO_ROOT / "policies.yaml", tmp_path)
+    shutil.copytree(other_tokenizer_dir, tmp_path / "artifacts" / "reference")
+    capsys.readouterr()
+
+    uri = f"models:/{model_name}/{carries}"
+    assert main(["--params", str(params_file), "evaluate", "--model", uri, "--pairs", str(hh_file), "--out", "now.json"]) == 0
+    assert f"reference: the one {uri} was registered with" in capsys.readouterr().out
+    assert metrics_of(tmp_path / "now.json") == pytest.approx(metrics_of(tmp_path / "then.json"), abs=1e-9)
+    assert _evaluate(params_file, uri, hh_file, "chosen.json", "artifacts/reference") == 2
+    assert "tokenizer differs from the reference" in capsys.readouterr().err
+
+    old = f"models:/{model_name}/{predates}"
+    assert main(["--params", str(params_file), "evaluate", "--model", old, "--pairs", str(hh_file), "--out", "old.json"]) == 2
+    captured = capsys.readouterr()
+    assert f"note that {old} was registered before versions recorded their reference" in captured.out
+    assert "tokenizer differs from the reference" in captured.err
 
 
 def test_cli_evaluate_unknown_alias_exits_2(params_file, tiny_model_dir, hh_file, tmp_path, model_name, capsys):

@@ -100,6 +100,32 @@ def test_logged_model_holds_safetensors_and_no_pickles(logged_policy):
     assert any(r.startswith("transformers==") for r in requirements)
 
 
+def test_a_version_carries_its_reference_and_loads_as_before(tiny_model_dir, logged_policy, model_name, tmp_path):
+    """The tiny default's reference travels whole; a model not trained here by its pointer; the
+    pyfunc still loads and answers; a version logged without one says so (None)."""
+    pointer = tmp_path / "pointer"
+    pointer.mkdir()
+    (pointer / "reference.json").write_text('{"model": "/models/llama-7b", "parameters": 7000000000}\n')
+    tracking.ensure_experiment("test-registry")
+    with mlflow.start_run():
+        whole = registry.log_policy_model(tiny_model_dir, reference_dir=tiny_model_dir)
+        pointed = registry.log_policy_model(tiny_model_dir, reference_dir=pointer)
+        with pytest.raises(RegistryError, match="no reference folder"):
+            registry.log_policy_model(tiny_model_dir, reference_dir=tmp_path / "missing")
+    version = registry.register_candidate(whole, model_name, {}, "with its reference")
+
+    local = registry.local_model(f"models:/{model_name}/{version}")
+    assert {p.name: p.read_bytes() for p in local.reference_dir.iterdir()} == \
+        {p.name: p.read_bytes() for p in tiny_model_dir.iterdir()}
+    assert (local.model_dir / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    answers = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").predict([PROMPT], params={"max_new_tokens": 4})
+    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert (registry.local_model(pointed).reference_dir / "reference.json").read_text() == \
+        (pointer / "reference.json").read_text()
+    assert registry.local_model(logged_policy["model_uri"]).reference_dir is None
+    assert registry.local_model(tiny_model_dir) == registry.LocalModel(tiny_model_dir, None)
+
+
 def test_register_candidate_sets_challenger_tags_and_description(logged_policy, model_name):
     version = _register(logged_policy, model_name, d2o_beta=0.1, notes="x" * 20_000)
     assert version == "1"

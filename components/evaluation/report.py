@@ -30,6 +30,13 @@ def _cell(value) -> str:
     return str(value)
 
 
+def group_lines(table: pd.DataFrame, by: str, metric: str) -> list[str]:
+    """``group source=hh: separation 0.0412 [0.0213, 0.0601] (n=120)`` per row of a
+    ``group_table``: the figures the gate judges groups on, without its verdicts."""
+    return [f"group {by}={row.group}: {metric} {_cell(row.estimate)} [{_cell(row.ci_low)}, {_cell(row.ci_high)}] "
+            f"(n={row.n_pairs})" for row in table.itertuples(index=False)] or ["(no groups)"]
+
+
 def group_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no groups)"

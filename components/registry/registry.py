@@ -14,6 +14,7 @@ The tracking/registry URI comes from the environment (``MLFLOW_TRACKING_URI``).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from components.redact import mask_credentials
 from components.registry.tracking import server_failure
 
 TEXT_GENERATOR_PATH = Path(__file__).with_name("text_generator.py")
+REFERENCE_ARTIFACT = "reference_dir"   # the reference a policy version was judged against (log_policy_model)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
@@ -63,16 +65,30 @@ def pinned_requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[st
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in packages]
 
 
-def log_policy_model(model_dir: Path, name: str = "policy") -> str:
+def log_policy_model(model_dir: Path, name: str = "policy", reference_dir: Path | None = None) -> str:
     """Log a ``save_pretrained`` folder as a models-from-code pyfunc in the active run.
 
     The weights go in as plain artifacts (safetensors) and the wrapper as source code, so
     loading the model never unpickles anything. Returns the logged model's URI.
+
+    ``reference_dir``, the reference the policy was trained and judged against, goes in as a
+    second artifact of the same model, ``reference_dir``, so that the version can be scored
+    months later whatever the working tree's reference has become (:func:`local_model`). In
+    the version rather than registered as a model of its own: one download brings both, the
+    version alone says what it was judged against, and no second model's versions, aliases
+    or deletions have to be kept in step. It costs the tiny default's reference (~3 MB) per
+    version; a model that is not trained here is recorded by its pointer (``reference.json``:
+    its name or path, the weights stay where they are). The pyfunc never loads it.
     """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise RegistryError(f"{model_dir}: not a save_pretrained model folder (no config.json)")
-    return log_generator(name, {"model_dir": str(model_dir)})
+    artifacts = {"model_dir": str(model_dir)}
+    if reference_dir is not None:
+        if not Path(reference_dir).is_dir():
+            raise RegistryError(f"{reference_dir}: no reference folder to log with the policy")
+        artifacts[REFERENCE_ARTIFACT] = str(reference_dir)
+    return log_generator(name, artifacts)
 
 
 def log_generator(name: str, artifacts: dict[str, str], model_config: dict | None = None,
@@ -278,16 +294,31 @@ def download(model_uri: str) -> tuple[Path, dict]:
     return root, mlflow.models.Model.load(root / "MLmodel").flavors["python_function"]
 
 
-def local_model_dir(model: str | Path) -> Path:
-    """A ``save_pretrained`` folder for ``model``: a local folder as is, or an MLflow model
-    URI (``models:/alignpipe-policy@champion``, ``runs:/...``) downloaded and unpacked to
-    the folder the pyfunc serves from."""
+@dataclass(frozen=True)
+class LocalModel:
+    """A policy as local folders: its ``save_pretrained`` weights, and the reference it was
+    registered with (None for a plain folder, or a version logged before references were)."""
+
+    model_dir: Path
+    reference_dir: Path | None = None
+
+
+def local_model(model: str | Path) -> LocalModel:
+    """``model`` as local folders: a local folder as is, or an MLflow model URI
+    (``models:/alignpipe-policy@champion``, ``runs:/...``) downloaded and unpacked to the
+    folder the pyfunc serves from, with the reference logged beside it."""
     if Path(model).is_dir():
-        return Path(model)
+        return LocalModel(Path(model))
     if not str(model).startswith(("models:/", "runs:/", "file:", "mlflow-artifacts:")):
         raise RegistryError(f"{model}: neither a local model folder nor an MLflow model URI")
     root, flavor = download(str(model))
     artifacts = flavor.get("artifacts", {})
     if "model_dir" not in artifacts:
         raise RegistryError(f"{model}: not an alignpipe policy model (no 'model_dir' artifact)")
-    return root / artifacts["model_dir"]["path"]
+    reference = artifacts.get(REFERENCE_ARTIFACT)
+    return LocalModel(root / artifacts["model_dir"]["path"], root / reference["path"] if reference else None)
+
+
+def local_model_dir(model: str | Path) -> Path:
+    """The ``save_pretrained`` folder of ``model`` (see :func:`local_model`)."""
+    return local_model(model).model_dir
