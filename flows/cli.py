@@ -19,6 +19,7 @@ import components  # noqa: F401  (quiet/offline defaults first)
 from components.environment import ERROR_FILE_VARIABLE, params_choice, state_dir
 from components.errors import UserError
 from components.redact import mask_credentials
+from flows.app_commands import add_app_command
 from flows.server_commands import cmd_model_server, cmd_serve, cmd_services
 
 
@@ -76,7 +77,8 @@ def cmd_evaluate(args) -> None:
 
     params = _params(args)
     loaded = stages.load_records(args.pairs, params)
-    pair_frame = pairs(loaded.items)
+    items = loaded.items if args.split == "all" else loaded.items[loaded.items["split"] == args.split]
+    pair_frame = pairs(items)
     if args.max_pairs:
         pair_frame = pair_frame.head(args.max_pairs)
     model = local_model(args.model)
@@ -302,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="metrics.json", help="metrics file; per-pair evidence goes beside it "
                           "as <name>-evidence.parquet (default: %(default)s)")
     evaluate.add_argument("--max-pairs", type=count_or_all, default=0, help="score only the first N pairs (default: all)")
+    evaluate.add_argument("--split", choices=["all", "train", "dev", "test"], default="all",
+                          help="only the pairs whose prompts this split holds under the params' split rule (data.*): "
+                          "`test` leaves out what a model trained with these params saw (default: %(default)s)")
     evaluate.add_argument("--reference", help="reference folder (default: the one a registered model was logged with; "
                           "else artifacts/reference)")
 
@@ -354,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     adapter.add_argument("owner", nargs="?", help="a deployer or user of policies.yaml")
     adapter.add_argument("version", nargs="?", help="the version to promote")
     adapter.add_argument("--reason", default="promoted by hand")
+
+    add_app_command(command)
     return parser
 
 

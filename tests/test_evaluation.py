@@ -233,6 +233,28 @@ def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_mo
     assert f"group source={group['group']}: separation 0.0000 [0.0000, 0.0000] (n={len(PAIRS)})" in printed
 
 
+def test_cli_evaluate_scores_the_xstest_folder_per_group_and_can_leave_out_what_training_saw(
+        tiny_model_dir, tmp_path, capsys):
+    """The bundled XSTest folder is a source like any other (its CSVs together make the pairs);
+    --split test keeps only the prompts that the default's split rule holds out."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "validation: {min_rows: 2}\n"
+        "data: {source_splits: {xstest: {dev_fraction: 0.1, test_fraction: 0.55}}}\n"
+        f"sequence: {{max_prompt_tokens: {SEQ.max_prompt_tokens}, max_response_tokens: {SEQ.max_response_tokens}}}\n"
+        f"evaluate: {{kl_prompts: {FAST.kl_prompts}, max_new_tokens: {FAST.max_new_tokens}}}\n"
+        "gate: {groups: {by: group}}\n")
+    xstest = REPO_ROOT / "data" / "xstest"
+    everything, held_out = tmp_path / "all.json", tmp_path / "test.json"
+    assert _evaluate(params, tiny_model_dir, xstest, everything, tiny_model_dir) == 0
+    assert _evaluate(params, tiny_model_dir, xstest, held_out, tiny_model_dir, "--split", "test") == 0
+    groups = {row["group"]: row["n_pairs"] for row in json.loads(everything.read_text())["groups"]["rows"]}
+    assert groups == {"xstest-safe": 109, "xstest-unsafe": 127}
+    tested = {row["group"]: row["n_pairs"] for row in json.loads(held_out.read_text())["groups"]["rows"]}
+    assert tested == {"xstest-safe": 56, "xstest-unsafe": 66}
+    assert "group group=xstest-unsafe: separation 0.0000 [0.0000, 0.0000] (n=66)" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_cli_evaluate_scores_every_pair_of_a_public_file_with_odd_rows(params_file, tiny_model_dir, tmp_path, capsys):
     """The published HH sample as it comes: 4 rows with an empty response are quarantined, 2 rows whose sides
