@@ -39,6 +39,7 @@ Metric = Literal["neg_logp_delta", "pos_logp_delta", "separation", "pref_accurac
 GroupBy = Literal["source", "annotator", "policy_tier", "group"]
 GroupRule = Literal["pooled", "worst_group"]
 Retrieval = Literal["embedding", "lexical"]
+APP_SOURCE = "app:"   # a data.source entry: the feedback people gave in `alignpipe app` (components/app/export.py)
 
 
 class Section(BaseModel):
@@ -82,6 +83,17 @@ class DataParams(SplitFractions):
     aggregation: Aggregation = "majority"
     withdrawals: str = "data/withdrawals.txt"
     owner_source: str = "data/personal/owner-feedback.jsonl"
+
+    @field_validator("source")
+    @classmethod
+    def _app_once(cls, source: str | list[str]) -> str | list[str]:
+        entries = [source] if isinstance(source, str) else source
+        odd = [entry for entry in entries if entry.startswith("app:") and entry != APP_SOURCE]
+        if odd:
+            raise ValueError(f"{odd[0]!r}: the app's feedback is the entry {APP_SOURCE!r}, with nothing after it")
+        if entries.count(APP_SOURCE) > 1:
+            raise ValueError(f"names {APP_SOURCE!r} more than once")
+        return source
 
     def fractions(self, source: str) -> SplitFractions:
         """The dev and test fractions of rows from ``source``."""
@@ -272,6 +284,19 @@ class SandboxParams(Section):
     negative_max_score: float = 3.0
 
 
+class AppParams(Section):
+    """``alignpipe app``: who may sign in, how much one person may say, what the chat generates."""
+
+    users: str = "data/app/users.yaml"     # accounts file (argon2 hashes only); '' for none
+    max_person_share: Annotated[float, Field(gt=0, le=1)] = 0.05   # of a data version's judgements, per app person
+    flags_per_minute: Count = 30
+    chats_per_minute: Count = 10
+    max_message_chars: Count = 2000
+    max_comment_chars: Count = 1000
+    max_new_tokens: Count = 48
+    temperature: NonNegative = 0.7        # 0: greedy
+
+
 class RegistryParams(Section):
     experiment: Text = "alignpipe"
     model_name: Text = "alignpipe-policy"
@@ -307,6 +332,7 @@ class Params(Section):
     gate: GateParams = GateParams()
     tiers: TiersParams = TiersParams()
     sandbox: SandboxParams = SandboxParams()
+    app: AppParams = AppParams()
     registry: RegistryParams = RegistryParams()
     schedule: ScheduleParams = ScheduleParams()
     compute: ComputeParams = ComputeParams()

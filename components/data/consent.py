@@ -57,9 +57,13 @@ def is_email(value: str) -> bool:
 
 def pseudonym(annotator: str) -> str:
     """``anon-<12 hex>`` for an e-mail address (case-insensitive); any other id unchanged."""
-    if not is_email(annotator):
-        return annotator
-    digest = hmac.new(_salt(), annotator.strip().lower().encode(), hashlib.sha256).hexdigest()
+    return account_pseudonym(annotator) if is_email(annotator) else annotator
+
+
+def account_pseudonym(account: str) -> str:
+    """``anon-<12 hex>`` for any id, e-mail-shaped or not: an app account's name never leaves
+    its database (an e-mail account gets the pseudonym its address gets in a file)."""
+    digest = hmac.new(_salt(), account.strip().lower().encode(), hashlib.sha256).hexdigest()
     return PSEUDONYM_PREFIX + digest[:12]
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the feedback database (run by ``database.migrate``; no alembic.ini)."""

@@ -1,0 +1,135 @@
+"""Chat: ask, and read the answer as it is written (Server-Sent Events from the generation
+thread), with the model (and adapter) versions that wrote it under it. One generation runs at
+a time; a waiting answer shows its place in the queue; leaving the page stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import StreamingResponse
+
+from components.app import conversations
+from components.app.conversations import NotYours
+from components.app.feedback import REASONS
+from components.app.generation import Busy, Job
+from components.app.schema import Feedback, Message
+from components.app.serving import NoModel, resolve
+from components.app.text_rules import TextRefused
+from webapp.pages import go, render, signed_in
+from webapp.state import app_state
+
+router = APIRouter()
+TICK_S = 0.5
+_END = object()
+
+
+def flag_context(db, me, message: Message) -> dict:
+    row = db.query(Feedback).filter_by(account_id=me.id, message_id=message.id).one_or_none()
+    return {"message": message, "flag": row, "reasons": REASONS}
+
+
+@router.get("/chat")
+def chat_page(request: Request, c: int | None = None):
+    state = app_state(request)
+    with signed_in(request) as (db, me):
+        try:
+            chat = conversations.conversation(db, me, c)
+        except NotYours:
+            raise HTTPException(404, "no such conversation") from None
+        try:
+            served = resolve(state.config.params, state.config.policies, me)
+        except NoModel as err:
+            served, missing = None, str(err)
+        else:
+            missing = ""
+        turns = [flag_context(db, me, message) for message in chat.messages]
+        return render(request, "chat.html", me=me, chat=chat, turns=turns, served=served, missing=missing,
+                      waiting=state.queue.depth(), max_chars=state.config.params.app.max_message_chars)
+
+
+@router.post("/chat/new")
+def new_chat(request: Request):
+    with signed_in(request) as (db, me):
+        chat = conversations.new_conversation(db, me)
+    return go(request, f"/chat?c={chat.id}")
+
+
+@router.post("/chat/send")
+def send(request: Request, text: str = Form(max_length=100_000), conversation: int = Form()):
+    state = app_state(request)
+    settings = state.config.params
+    with signed_in(request) as (db, me):
+        if not state.chats.allow(me.id):
+            raise HTTPException(429, f"at most {settings.app.chats_per_minute} messages a minute; wait a little")
+        try:
+            chat = conversations.conversation(db, me, conversation)
+            message = conversations.ask(db, me, chat, text, settings.app.max_message_chars,
+                                        settings.validation.max_prompt_chars)
+            job = Job(message.id, me.id, conversations.turns(db, message))
+        except NotYours:
+            raise HTTPException(404, "no such conversation") from None
+        except TextRefused as err:
+            raise HTTPException(422, str(err)) from None
+        try:
+            state.queue.submit(job)
+        except Busy as err:
+            raise HTTPException(429, str(err)) from None
+        return render(request, "_turn.html", turn={"message": message, "flag": None, "reasons": REASONS},
+                      position=state.queue.position(job))
+
+
+@router.get("/messages/{message_id}")
+def answer(request: Request, message_id: int):
+    """One finished turn's answer, its versions and its flag form."""
+    with signed_in(request) as (db, me):
+        try:
+            message = conversations.own_message(db, me, message_id)
+        except NotYours:
+            raise HTTPException(404, "no such message") from None
+        return render(request, "_answer.html", turn=flag_context(db, me, message))
+
+
+def _event(name: str, payload: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(payload)}\n\n"
+
+
+def _next_text(streamer) -> object:
+    """The next piece of the answer; '' when none came within the streamer's timeout; _END at the end."""
+    try:
+        return next(streamer)
+    except StopIteration:
+        return _END
+    except queue.Empty:
+        return ""
+
+
+@router.get("/chat/stream/{message_id}")
+async def stream(request: Request, message_id: int):
+    state = app_state(request)
+    with signed_in(request) as (db, me):
+        try:
+            conversations.own_message(db, me, message_id)
+        except NotYours:
+            raise HTTPException(404, "no such message") from None
+    job = state.queue.job(message_id)
+
+    async def events():
+        try:
+            if job is None:   # finished before (or the app restarted): the stored answer stands
+                yield _event("done", {})
+                return
+            while not await asyncio.to_thread(job.started.wait, TICK_S):
+                yield _event("queue", {"position": state.queue.position(job)})
+            if job.streamer is not None:
+                while (text := await asyncio.to_thread(_next_text, job.streamer)) is not _END:
+                    yield _event("token", {"text": text}) if text else ": waiting\n\n"
+            await asyncio.to_thread(job.finished.wait)
+            yield _event("failed", {"error": job.error}) if job.error else _event("done", {})
+        finally:   # the reader left (or all was sent): a job still under way stops at its next token
+            if job is not None and not job.finished.is_set():
+                job.cancelled.set()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
