@@ -4,6 +4,10 @@ The ``params`` stage of ``dvc.yaml`` writes both on every ``dvc repro``; the oth
 and declare only these, so DVC reruns a stage exactly when something it uses changed, whether
 the params came from ``params.yaml``, another file (``alignpipe --params``) or ``-S`` overrides.
 
+The entry ``app:`` of ``data.source`` is exported here from the app's feedback database to
+``artifacts/inputs/app_feedback.jsonl`` (``components/app/export.py``): the file changes exactly
+when the rows that are not withdrawn do, so DVC reruns ingest then, whichever database holds them.
+
 The data sources, the withdrawals list, ``policies.yaml`` and a local ``reference.model`` folder
 live wherever the params say; ``artifacts/inputs/`` holds a symlink to each, and the stages name those links as
 dependencies. DVC follows the links and hashes what they point at, so ``dvc status`` sees a
@@ -16,10 +20,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from components.params import Params, ParamsError
+from components.app import EXPORT_NAME
+from components.params import APP_SOURCE, Params, ParamsError
 
 RESOLVED_PARAMS = Path("artifacts") / "params.yaml"
 INPUTS_DIR = Path("artifacts") / "inputs"
+APP_EXPORT = INPUTS_DIR / EXPORT_NAME
 
 
 def _replace(path: Path) -> Path:
@@ -49,12 +55,14 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
     and no owner source a file saying so, so that changing either still changes the dependency."""
     inputs_dir.mkdir(parents=True, exist_ok=True)
     named = {}
+    export = export_app_feedback(params, inputs_dir / EXPORT_NAME)
     if isinstance(params.data.source, str):
-        named["data_source"] = ("data.source", params.data.source)
+        named["data_source"] = ("data.source", export or params.data.source)
     else:   # a list: a folder of numbered links, which DVC hashes through
         folder = _replace(inputs_dir / "data_source")
         folder.mkdir()
         for index, location in enumerate(params.data.source):
+            location = export if location == APP_SOURCE else location
             named[f"data_source/{index}-{Path(location).name}"] = (f"data.source[{index}]", location)
     named |= {"withdrawals": ("data.withdrawals", params.data.withdrawals), "policies": ("tiers.policies", params.tiers.policies)}
     if params.data.owner_source:
@@ -71,6 +79,17 @@ def link_inputs(params: Params, inputs_dir: Path = INPUTS_DIR) -> dict[str, str]
         _replace(inputs_dir / "reference_model").write_text(reference + "\n")
         links["reference_model"] = reference
     return links
+
+
+def export_app_feedback(params: Params, path: Path) -> str:
+    """The app's feedback written to ``path`` when ``data.source`` names ``app:`` (its path), else ''."""
+    sources = [params.data.source] if isinstance(params.data.source, str) else params.data.source
+    if APP_SOURCE not in sources:
+        return ""
+    from components.app.export import export_from_database   # SQLAlchemy: only when the app is a source
+
+    export_from_database(params, path)
+    return str(path)
 
 
 def link_sandbox(params: Params, inputs_dir: Path) -> dict[str, str]:

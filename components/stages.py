@@ -19,6 +19,7 @@ from transformers import set_seed
 from components.data.aggregation import aggregate
 from components.data.consent import read_withdrawals, withdraw
 from components.data.dataset import assign_splits, build_manifest, check_held_out, read_items, write_dataset
+from components.data.person_share import cap_person_share
 from components.data.quarantine import summarise
 from components.data.readers import read_sources
 from components.data.records import pairs, to_frame
@@ -32,11 +33,12 @@ from components.evaluation.plots import plot_cycle_dev, plot_reward_distribution
 from components.modeling.models import build_tiny_model, check_context, load_model, load_tokenizer, save_model
 from components.modeling.sequences import encode
 from components.modeling.tokenizer import train_bpe_tokenizer
-from components.params import Params
+from components.params import APP_SOURCE, Params
 from components.policy.data_card import render_data_card
 from components.policy.policies import load_policies
 from components.policy.tiers import assign_tiers, reclassify
 from components.registry.tracking import LIVE_RUN_VARIABLE
+from components.resolve import APP_EXPORT
 from components.training.cycles import run_cycles
 from components.training.resume import WorkFolder, folder_digest
 from components.training.sft import supervised_finetune
@@ -83,7 +85,7 @@ class LoadedSource:
         return self.report["withdrawals"]
 
     def manifest_extra(self) -> dict:
-        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified", "source_notes")
+        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified", "source_notes", "app")
         return {"quarantined_rows": self.quarantined_rows, **{k: self.report[k] for k in keys}}
 
     def summary(self) -> str:
@@ -109,6 +111,7 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
     paths = sources if isinstance(sources, list) else [sources]
     read = read_sources(paths, data.policy_tier)
     judgements, withdrawn = withdraw(to_frame(read.records), withdrawals)
+    judgements, app = cap_person_share(judgements, params.app.max_person_share)
     judgements = assign_tiers(judgements, policies, params.tiers.policies)
     judgements = assign_splits(judgements, data)
     screened = screen(judgements, rules, read.rows, read.problems, paths)
@@ -126,6 +129,7 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
         "withdrawals": withdrawn.as_dict(),
         "reclassified": reclassified,
         "source_notes": read.notes,   # what a source's reader resolved or left out (XSTest's oddities)
+        "app": {**app, "quarantined_lines": sorted(i.line for i in screened.issues if i.file == str(APP_EXPORT))},
     }
     return LoadedSource(screened.kept, items, [i.as_dict() for i in screened.issues], report)
 
@@ -134,8 +138,10 @@ def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DAT
     """Read, screen and write a content-hashed dataset version with its quarantine, validation
     report and data card, all at once: a failure leaves the previous version in place.
     Without ``source``, the params' sources: ``data.source``, ``data.owner_source`` and, with
-    ``sandbox.enabled``, the rows the sandbox derived."""
-    sources = [Path(source)] if source else [Path(s) for s in params.data.sources()]
+    ``sandbox.enabled``, the rows the sandbox derived. The entry ``app:`` reads the app's export
+    (written by the ``params`` stage), when it holds any row."""
+    sources = [Path(source)] if source else [APP_EXPORT if s == APP_SOURCE else Path(s) for s in params.data.sources()]
+    sources = [path for path in sources if path != APP_EXPORT or _has_rows(path)]
     if not source and params.sandbox.enabled:
         sources.append(sandbox_feedback())
     loaded = load_records(sources, params)
@@ -144,6 +150,13 @@ def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DAT
              DATA_CARD: render_data_card(loaded.judgements, loaded.items, manifest)}
     write_dataset(out_dir, loaded.judgements, loaded.items, loaded.quarantine, manifest, files)
     return manifest
+
+
+def _has_rows(export: Path) -> bool:
+    if not export.is_file():
+        raise UserError(f"{export}: no export of the app's feedback (data.source names {APP_SOURCE!r}); "
+                        "run `alignpipe stage params` (or dvc repro) first")
+    return export.stat().st_size > 0
 
 
 def sandbox_feedback(sandbox_dir: Path = SANDBOX_DIR) -> Path:

@@ -22,6 +22,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.states import Failed
 
 from components import stages
+from components.app import version_tags
 from components.data.dataset import read_items
 from components.errors import UserError
 from components.params import Params, load_params
@@ -47,8 +48,9 @@ class OwnerOutcome:
         return f"{self.owner} ({self.tier}): {self.decision}" + (f" [failing: {self.failing}]" if self.failing else "")
 
 
-def _register(plan, base, decision, figures: dict, dirs: list[Path], dataset_version: str, note: str) -> str:
+def _register(plan, base, decision, figures: dict, dirs: list[Path], manifest: dict, note: str) -> str:
     """Log the composed model and its evidence in an MLflow run; register it as challenger."""
+    dataset_version = manifest["version"]
     card = render_adapter_card(plan.rows, plan.owner, plan.tier, plan.deployer, plan.identity["data_version"],
                                dataset_version)
     with mlflow.start_run(run_name=f"personalize {plan.owner}"):
@@ -59,12 +61,12 @@ def _register(plan, base, decision, figures: dict, dirs: list[Path], dataset_ver
             (Path(scratch) / "data_card.md").write_text(card)
             mlflow.log_artifacts(scratch, artifact_path="evidence")
         model_uri = log_adapter_model(dirs, base.uri)
-        tags = steps.tags_for(plan, base, decision, figures, dataset_version)
+        tags = steps.tags_for(plan, base, decision, figures, dataset_version) | version_tags(manifest)
         description = "\n".join([note, "", *decision.checks, "", card])
         return registry.register_candidate(model_uri, adapter_model_name(plan.owner), tags, description)
 
 
-def _regate_serving(plan, serving, base, policies, items, params, dataset_version: str) -> OwnerOutcome | None:
+def _regate_serving(plan, serving, base, policies, items, params, manifest: dict) -> OwnerOutcome | None:
     """The serving adapter on the moved base: registered again (same weights, new base) and
     kept serving if it passes; None if it fails (then it is retrained)."""
     logger = get_run_logger()
@@ -75,18 +77,18 @@ def _regate_serving(plan, serving, base, policies, items, params, dataset_versio
     if not decision.passed:
         return None
     note = f"PASSED tier gate: v{serving.version}'s adapter re-gated on {decision.against}"
-    version = _register(plan, base, decision, {}, dirs, dataset_version, note)
+    version = _register(plan, base, decision, {}, dirs, manifest, note)
     registry.promote(name, version, reason=note)
     return OwnerOutcome(plan.owner, plan.tier, f"v{serving.version} re-gated on base v{base.version}: champion v{version}")
 
 
-def _retrain(plan, serving, base, policies, items, params, dataset_version: str, why: str) -> OwnerOutcome:
+def _retrain(plan, serving, base, policies, items, params, manifest: dict, why: str) -> OwnerOutcome:
     """A new adapter, gated: champion if it passes; else challenger, and if the serving one no
     longer fits the base either, that one is tagged stale and stops serving."""
     with tempfile.TemporaryDirectory() as scratch:
         decision, figures, dirs = steps.train_and_gate(plan, base, policies, items, params, Path(scratch) / plan.owner)
         note = f"{'PASSED' if decision.passed else 'FAILED'} tier gate on {decision.against} ({why})"
-        version = _register(plan, base, decision, figures, dirs, dataset_version, note)
+        version = _register(plan, base, decision, figures, dirs, manifest, note)
     for check in decision.checks:
         get_run_logger().info("%s: %s", plan.owner, check)
     if decision.passed:
@@ -113,10 +115,10 @@ def personalize_owner(owner: str, params: Params, policies: Policies, base: step
         get_run_logger().info("%s (%s): %s", owner, tier, why)
         serving = registry.champion(adapter_model_name(owner))
         if serving is not None and serving.tags.get("base_version") != base.version:
-            outcome = _regate_serving(plan, serving, base, policies, items, params, manifest["version"])
+            outcome = _regate_serving(plan, serving, base, policies, items, params, manifest)
             if outcome is not None:
                 return outcome
-        return _retrain(plan, serving, base, policies, items, params, manifest["version"], why)
+        return _retrain(plan, serving, base, policies, items, params, manifest, why)
     except Exception as err:  # one owner's failure never stops the others
         if (failure := server_failure(err)) is not None:
             get_run_logger().error("%s: %s", owner, failure)

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from components import stages
+from components.app import version_tags
 from components.data.dataset import read_items, read_manifest
 from components.errors import UserError
 from components.evaluation.gate import GateDecision, decide
@@ -172,6 +173,7 @@ def register(params: Params, root: Path, metrics: dict, gate: GateDecision, iden
         "mlflow_run_id": mlflow.active_run().info.run_id,
         **{f"metric.{k}": f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()},
         **gate.as_tags(),
+        **version_tags(read_manifest(root / stages.DATASET_DIR)),   # which app feedback it learned from
     }
     description = decision_markdown(gate, params.gate.primary, params.gate.groups.by) + "\n\n" + data_card
     return registry.register_candidate(model_uri, params.registry.model_name, tags, description=description)

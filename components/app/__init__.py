@@ -9,6 +9,7 @@ EXPORT_NAME = "app_feedback.jsonl"   # under artifacts/inputs/: what ingest read
 SOURCE = "app"                        # the rows' `source`
 EXPORT_TAG = "app.export"             # on registered versions: the sha256 of the app export their data held
 LEFT_OUT_TAG = "app.left_out"         # ... and that export's lines ingest left out (over the cap, quarantined)
+DATASET_TAG = "dataset_version"      # ... and the whole dataset's version (an adapter's tags name it too)
 TAG_CHARS = 4000
 
 
@@ -20,4 +21,5 @@ def version_tags(manifest: dict) -> dict[str, str]:
         return {}
     app = manifest.get("app", {})
     lines = ",".join(map(str, sorted({*app.get("over_cap_lines", []), *app.get("quarantined_lines", [])})))
-    return {EXPORT_TAG: export, LEFT_OUT_TAG: lines if len(lines) <= TAG_CHARS else lines[:TAG_CHARS].rsplit(",", 1)[0] + ",..."}
+    return {EXPORT_TAG: export, LEFT_OUT_TAG: lines if len(lines) <= TAG_CHARS else lines[:TAG_CHARS].rsplit(",", 1)[0] + ",...",
+            DATASET_TAG: manifest["version"]}

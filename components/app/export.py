@@ -88,7 +88,7 @@ def export_rows(session: Session, policies: Policies) -> tuple[list[dict], list[
             key = (row.account_id, owner, json.dumps(chats[row.message_id]), row.message.response.strip())
             if key in newest:
                 left_out["superseded"] += 1
-                if newest[key][0].updated_at >= row.updated_at:
+                if (newest[key][0].updated_at, newest[key][0].id) > (row.updated_at, row.id):
                     continue
             newest[key] = (row, owner, reviewer)
     chosen = sorted(newest.values(), key=lambda entry: (entry[0].id, entry[1]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from components.app import EXPORT_NAME, EXPORT_TAG, LEFT_OUT_TAG
+from components.app import DATASET_TAG, EXPORT_NAME, EXPORT_TAG, LEFT_OUT_TAG
 from components.app.schema import Account, Feedback, Snapshot
 from components.app.serving import adapter_owners
 from components.params import Params
@@ -88,9 +88,9 @@ def model_names(params: Params, policies: Policies, account: Account) -> list[st
     return [params.registry.model_name, *(adapter_model_name(owner) for owner in adapter_owners(account, policies))]
 
 
-def _registered(names: list[str]) -> list[tuple[str, str, str, str, set[int], bool]]:
-    """``(export sha, name, version, data version, left-out lines, list complete)`` of every
-    version of ``names`` whose data held app feedback."""
+def _registered(names: list[str]) -> list[tuple[str, str, str, str, set[int], bool, str]]:
+    """``(export sha, name, version, data version, left-out lines, list complete, dataset
+    version)`` of every version of ``names`` whose data held app feedback."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -106,7 +106,7 @@ def _registered(names: list[str]) -> list[tuple[str, str, str, str, set[int], bo
                 listed = version.tags.get(LEFT_OUT_TAG, "")
                 left_out = {int(line) for line in listed.split(",") if line.isdigit()}
                 found.append((sha, name, str(version.version), version.tags.get("data_version", "?"), left_out,
-                              not listed.endswith("...")))
+                              not listed.endswith("..."), version.tags.get(DATASET_TAG, "")))
     return found
 
 
@@ -126,9 +126,11 @@ def newest_dataset(dataset_dir: Path) -> tuple[str, str, set[int]] | None:
 def uses(session: Session, rows: list[Feedback], names: list[str], dataset_dir: Path) -> dict[int, list[Use]]:
     """For each feedback row (by id): the data and model versions that used it."""
     wanted = {row.id for row in rows}
+    registered = _registered(names)
     candidates = [(sha, Use(data, name, version), left_out, complete)
-                  for sha, name, version, data, left_out, complete in _registered(names)]
-    if (newest := newest_dataset(dataset_dir)) is not None:
+                  for sha, name, version, data, left_out, complete, _dataset in registered]
+    newest = newest_dataset(dataset_dir)
+    if newest is not None and newest[0] not in {found[-1] for found in registered}:
         candidates.append((newest[1], Use(newest[0]), newest[2], True))
     lines_of: dict[str, dict[int, list[int]]] = {}
     for sha in {candidate[0] for candidate in candidates}:

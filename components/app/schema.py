@@ -17,7 +17,7 @@ NEGATIVE, POSITIVE = "negative", "positive"
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):

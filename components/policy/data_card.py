@@ -38,6 +38,17 @@ def _source_notes(notes: dict) -> str:
     return "".join(f"\n{_table(f'`{source}`: read', counts, 'count', limit=20)}\n" for source, counts in notes.items())
 
 
+def _app_line(app: dict | None) -> str:
+    """What people gave in ``alignpipe app``, and the cap on any one person's share (person_share.py)."""
+    if not app or not (app["rows"] or app["over_cap"]):
+        return "none"
+    rows = f"{app['rows']} judgement{'' if app['rows'] == 1 else 's'}"
+    people = f"{app['persons']} {'person' if app['persons'] == 1 else 'people'}"
+    return (f"{rows} from {people} (pseudonymous); the largest person's share of this version is "
+            f"{100 * app['largest_share']:.1f}% (cap {100 * app['max_person_share']:.1f}%, app.max_person_share); "
+            f"{app['over_cap']} over the cap left out")
+
+
 def render_data_card(judgements: pd.DataFrame, items: pd.DataFrame, manifest: dict) -> str:
     aggregation, agreement = manifest["aggregation"], manifest["agreement"]
     quarantine, withdrawals, unpaired = manifest["quarantine"], manifest["withdrawals"], manifest["unpaired"]
@@ -53,6 +64,7 @@ judgement, not a universal one: read this before you deploy it.
 - Training items: {manifest['items']['n']} ({item_labels.get('negative', 0)} negative, {item_labels.get('positive', 0)} positive)
 - Splits (items): {', '.join(f"{k} {v}" for k, v in manifest['items']['splits'].items())} (by prompt hash; test is held out from training and gating)
 - Multi-turn prompts: {int((items['n_turns'] > 2).sum())} items
+- App feedback (people in the loop): {_app_line(manifest.get('app'))}
 
 ## How judgements became labels
 
