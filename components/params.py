@@ -200,6 +200,7 @@ class RelearnParams(Section):
 class CycleGateParams(Section):
     enabled: bool = True
     max_pos_drop: float = 0.5   # below 0: positives must gain
+    min_group_pairs: CountOrOff = 0   # dev groups this large must not lose beyond gate.groups.max_regression (0: off)
 
 
 class CyclesParams(Section):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
-from components.evaluation.evidence import align, improvement, interval
+from components.evaluation.evidence import align, group_table, improvement, interval
 from components.evaluation.intervals import BootstrapSettings, Interval
 from components.evaluation.metrics import pair_evidence, score_pairs
 from components.modeling.models import check_context, decoder_blocks
@@ -50,19 +50,32 @@ class CycleRecord:
     dev_separation_gain_ci_low: float
     dev_separation_gain_ci_high: float
     dev_pos_logp_delta_ci_low: float
+    dev_worst_group_gain_ci_low: float | None   # None when no dev group is judged (cycles.gate.min_group_pairs)
     dev_pairs: int   # no wall-clock time: cycles.json must repeat bit for bit (MLflow gets cycle.seconds)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def cycle_gate(dev: pd.DataFrame, before: pd.DataFrame, max_pos_drop: float,
-               settings: BootstrapSettings) -> tuple[bool, Interval, Interval]:
-    """``(accepted, separation gain over `before`, dev positives)`` from per-pair dev evidence
-    of the policy after and before a cycle: the registry gate's paired comparison, on dev."""
+def cycle_gate(dev: pd.DataFrame, before: pd.DataFrame, params: Params,
+               settings: BootstrapSettings) -> tuple[bool, Interval, Interval, float | None]:
+    """``(accepted, separation gain over `before`, dev positives, worst group's gain low end)``
+    from per-pair dev evidence of the policy after and before a cycle: the registry gate's
+    paired comparison, on dev. With ``cycles.gate.min_group_pairs``, each dev group (by
+    ``gate.groups.by``) that large must also show it lost at most ``gate.groups.max_regression``
+    in the cycle, as the registry gate asks of held-out groups: a cycle that buys one group's
+    gain with another's loss is reverted, not passed on for the registry gate to refuse."""
     gain = improvement(align(dev, before), "separation", settings)
     positives = interval(dev, "pos_logp_delta", settings)
-    return gain.low > 0 and positives.low >= -max_pos_drop, gain, positives
+    accepted = gain.low > 0 and positives.low >= -params.cycles.gate.max_pos_drop
+    worst = None
+    if params.cycles.gate.min_group_pairs:
+        groups = group_table(dev, params.gate.groups.by, "separation", settings, champion=before)
+        judged = groups[groups["n_pairs"] >= params.cycles.gate.min_group_pairs]
+        if not judged.empty:
+            worst = float(judged["improvement_ci_low"].min())
+            accepted = accepted and worst >= -params.gate.groups.max_regression
+    return accepted, gain, positives, worst
 
 
 def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFrame, params: Params,
@@ -121,7 +134,7 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
                        checkpoints=work.relearn_checkpoints(cycle) if work else None,
                        checkpoint_steps=cfg.checkpoint_steps if work else 0)
         dev = pair_evidence(score_pairs(policy, tokenizer, dev_pairs, seq), ref_dev, dev_pairs)
-        passed, gain, positives = cycle_gate(dev, best, cfg.gate.max_pos_drop, settings)
+        passed, gain, positives, worst_group = cycle_gate(dev, best, params, settings)
         accepted = not cfg.gate.enabled or passed
         if accepted:
             best = dev
@@ -130,11 +143,12 @@ def run_cycles(reference, tokenizer, train: pd.DataFrame, dev_pairs: pd.DataFram
         means = dev[["neg_logp_delta", "pos_logp_delta", "pref_accuracy", "separation"]].mean()
         record = CycleRecord(cycle, forgetting.op, accepted, loss["relearn_train_loss"], float(means["neg_logp_delta"]),
                              float(means["pos_logp_delta"]), float(means["pref_accuracy"]), float(means["separation"]),
-                             gain.estimate, gain.low, gain.high, positives.low, len(dev))
+                             gain.estimate, gain.low, gain.high, positives.low, worst_group, len(dev))
         log_live({**{f"cycle.{key}": value for key, value in record.as_dict().items() if key != "cycle"},
                   "cycle.seconds": round(time.perf_counter() - started, 2)}, step=cycle)
         log(f"cycle {cycle}: {'accepted' if accepted else 'reverted'} (dev separation gain {gain.describe()}; "
-            f"dev pos_logp_delta {positives.describe()})")
+            f"dev pos_logp_delta {positives.describe()}"
+            + ("" if worst_group is None else f"; worst dev group's gain, low end {worst_group:+.4f}") + ")")
         records.append(record)
         if work:
             work.save(policy, CycleState(cycle, [r.as_dict() for r in records], best, anchors,
