@@ -122,7 +122,7 @@ def evaluation_reference(args, registered: Path | None) -> tuple[Path, str]:
 
 
 def cmd_run(args) -> None:
-    from components.evaluation.report import metric_lines
+    from components.evaluation.report import group_lines, metric_lines
     from flows.retrain import retrain
 
     named, overrides = params_choice(args.params, args.set)
@@ -136,6 +136,10 @@ def cmd_run(args) -> None:
               f"{'PASSED: promoted to champion' if result.promoted else 'FAILED: champion unchanged'}")
         for check in result.gate.checks:
             print(f"  {check}")
+    if result.gate is not None:
+        gate = result.gate
+        print(f"  per group ({gate.by}), {gate.metric} on the held-out pairs:")
+        print("\n".join(f"    {line}" for line in group_lines(gate.groups, gate.by, gate.metric)))
     print(f"  cycles: {result.cycles}")
     print("  held-out (candidate against the reference):")
     for line in metric_lines(result.metrics):

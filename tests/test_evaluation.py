@@ -230,7 +230,7 @@ def test_cli_evaluate_writes_every_metric_with_its_interval(params_file, tiny_mo
     assert len(evidence) == len(PAIRS)
     printed = capsys.readouterr().out
     assert "separation 0.0000 [0.0000, 0.0000]" in printed and "B=2000" in printed and "quarantined_rows 0" in printed
-    assert f"group source={group['group']}: separation 0.0000 [0.0000, 0.0000] (n={len(PAIRS)})" in printed
+    assert f"{group['group']}  {len(PAIRS):>5}      0.0000  [0.0000, 0.0000]" in printed
 
 
 def test_cli_evaluate_scores_the_xstest_folder_per_group_and_can_leave_out_what_training_saw(
@@ -252,7 +252,7 @@ def test_cli_evaluate_scores_the_xstest_folder_per_group_and_can_leave_out_what_
     assert groups == {"xstest-safe": 109, "xstest-unsafe": 127}
     tested = {row["group"]: row["n_pairs"] for row in json.loads(held_out.read_text())["groups"]["rows"]}
     assert tested == {"xstest-safe": 56, "xstest-unsafe": 66}
-    assert "group group=xstest-unsafe: separation 0.0000 [0.0000, 0.0000] (n=66)" in capsys.readouterr().out
+    assert "xstest-unsafe     66      0.0000  [0.0000, 0.0000]" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -34,6 +34,8 @@ class GateDecision:
     rule: str                          # gate.groups.rule that was applied
     figures: dict[str, float] = field(default_factory=dict, compare=False)   # for MLflow metrics
     groups: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False)
+    by: str = "source"                 # gate.groups.by that made the groups
+    metric: str = "separation"         # gate.primary, which the groups are judged on
 
     def refused(self, reason: str) -> GateDecision:
         """This decision turned into a failure for ``reason`` (a FAIL line is added)."""
@@ -133,4 +135,5 @@ def decide(candidate: pd.DataFrame, gate: GateParams, seed: int, champion: pd.Da
     checks += _group_checks(groups, gate)
     passed = not any(line.startswith("FAIL") for line in checks)
     figures["gate.passed"] = float(passed)
-    return GateDecision(passed, tuple(checks), champion_name or "reference", gate.groups.rule, figures, groups)
+    return GateDecision(passed, tuple(checks), champion_name or "reference", gate.groups.rule, figures, groups,
+                        gate.groups.by, gate.primary)

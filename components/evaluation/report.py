@@ -31,10 +31,20 @@ def _cell(value) -> str:
 
 
 def group_lines(table: pd.DataFrame, by: str, metric: str) -> list[str]:
-    """``group source=hh: separation 0.0412 [0.0213, 0.0601] (n=120)`` per row of a
-    ``group_table``: the figures the gate judges groups on, without its verdicts."""
-    return [f"group {by}={row.group}: {metric} {_cell(row.estimate)} [{_cell(row.ci_low)}, {_cell(row.ci_high)}] "
-            f"(n={row.n_pairs})" for row in table.itertuples(index=False)] or ["(no groups)"]
+    """The per-group table as aligned text lines (terminal): group, pairs, ``metric`` and its
+    interval, and, against a champion, the paired improvement; the figures the gate judges
+    groups on, without its verdicts."""
+    if table.empty:
+        return ["(no groups)"]
+    width = max(len(by), *(len(str(g)) for g in table["group"]))
+    against = "improvement" in table.columns
+    lines = [f"{by:<{width}}  {'pairs':>5}  {metric:>10}  {'95% interval':<18}" + ("  vs champion" if against else "")]
+    for row in table.itertuples(index=False):
+        line = f"{row.group:<{width}}  {row.n_pairs:>5}  {_cell(row.estimate):>10}  [{_cell(row.ci_low)}, {_cell(row.ci_high)}]"
+        if against:
+            line += f"  {row.improvement:+.4f} [{_cell(row.improvement_ci_low)}, {_cell(row.improvement_ci_high)}]"
+        lines.append(line)
+    return lines
 
 
 def group_markdown(table: pd.DataFrame) -> str:
