@@ -234,3 +234,60 @@ def test_the_aligned_to_page_shows_the_serving_version_and_where_my_feedback_wen
     assert f"{model_name} v1 (challenger, champion)" in page and "None of it is in a data version yet" in page
     with app.state.alignpipe.sessions.begin() as db:
         assert db.scalar(select(func.count()).select_from(Feedback)) == 0
+
+
+def test_the_model_reads_only_the_conversation_under_way(app):
+    alice = Person(app, "alice")
+    first = alice.ask("How do I bake bread?")
+    alice.flag(first, comment="SECRET-REASON in my own words")
+    second = alice.ask("And then?")
+    chat = app.state.alignpipe.queue.job(second).chat
+    assert [turn["role"] for turn in chat] == ["user", "assistant", "user"]
+    assert chat[0]["content"] == "How do I bake bread?" and chat[-1]["content"] == "And then?"
+    assert "SECRET-REASON" not in str(chat) and "harmful" not in str(chat)
+
+
+def test_a_reader_who_leaves_cancels_a_waiting_answer_and_stops_a_running_one(app):
+    """The stream's generator closed early, as Starlette closes it when the client disconnects."""
+    import asyncio
+    import threading
+
+    from components.app.generation import GenerationQueue, Job
+    from webapp.chat import answer_events
+
+    release = threading.Event()
+
+    def run(job: Job) -> None:
+        job.started.set()
+        release.wait(10)
+
+    generation = GenerationQueue(run)
+    running, waiting = generation.submit(Job(1, 1, [])), generation.submit(Job(2, 2, []))
+    assert running.started.wait(5)
+
+    async def read_first_event_then_leave() -> str:
+        events = answer_events(generation, waiting)
+        first = await anext(events)
+        await events.aclose()
+        return first
+
+    assert asyncio.run(read_first_event_then_leave()) == 'event: queue\ndata: {"position": 1}\n\n'
+    assert waiting.cancelled.is_set()
+    release.set()
+    assert waiting.finished.wait(5) and waiting.status == "stopped"
+
+    # a running answer: the stopping criterion ends generation at the next token
+    from components.app.answering import Answerer
+    from components.app.schema import Account
+
+    state = app.state.alignpipe
+    alice = Person(app, "alice")
+    message = alice.ask("Tell me about tea.")
+    with state.sessions.begin() as db:
+        account = db.scalar(select(Account.id).where(Account.name == "alice"))
+    job = Job(message, account, [{"role": "user", "content": "Tell me about tea."}])
+    job.cancelled.set()   # as the stream's end does while the answer is being written
+    Answerer(state.config.params, state.config.policies, state.sessions)(job)
+    assert job.status == "stopped"
+    with state.sessions.begin() as db:
+        assert db.get(Message, message).status == "stopped"

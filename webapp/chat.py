@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import StreamingResponse
@@ -14,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from components.app import conversations
 from components.app.conversations import NotYours
 from components.app.feedback import REASONS
-from components.app.generation import Busy, Job
+from components.app.generation import Busy, GenerationQueue, Job
 from components.app.schema import Feedback, Message
 from components.app.serving import NoModel, resolve
 from components.app.text_rules import TextRefused
@@ -45,7 +46,7 @@ def chat_page(request: Request, c: int | None = None):
             served, missing = None, str(err)
         else:
             missing = ""
-        turns = [flag_context(db, me, message) for message in chat.messages]
+        turns = [flag_context(db, me, message) for message in chat.messages] if chat else []
         return render(request, "chat.html", me=me, chat=chat, turns=turns, served=served, missing=missing,
                       waiting=state.queue.depth(), max_chars=state.config.params.app.max_message_chars)
 
@@ -58,14 +59,15 @@ def new_chat(request: Request):
 
 
 @router.post("/chat/send")
-def send(request: Request, text: str = Form(max_length=100_000), conversation: int = Form()):
+def send(request: Request, text: str = Form(max_length=100_000), conversation: int = Form(0)):
     state = app_state(request)
     settings = state.config.params
     with signed_in(request) as (db, me):
         if not state.chats.allow(me.id):
             raise HTTPException(429, f"at most {settings.app.chats_per_minute} messages a minute; wait a little")
         try:
-            chat = conversations.conversation(db, me, conversation)
+            chat = (conversations.conversation(db, me, conversation) if conversation else None
+                    ) or conversations.new_conversation(db, me)
             message = conversations.ask(db, me, chat, text, settings.app.max_message_chars,
                                         settings.validation.max_prompt_chars)
             job = Job(message.id, me.id, conversations.turns(db, message))
@@ -106,6 +108,27 @@ def _next_text(streamer) -> object:
         return ""
 
 
+async def answer_events(generation: GenerationQueue, job: Job | None) -> AsyncIterator[str]:
+    """The stream of one answer: its place in the queue while it waits, its text as it is
+    written, then done (or failed). When the stream is closed early (the reader left: Starlette
+    closes it on disconnect), a job still under way is cancelled: skipped if it waits, stopped
+    at its next token if it runs."""
+    try:
+        if job is None:   # finished before (or the app restarted): the stored answer stands
+            yield _event("done", {})
+            return
+        while not await asyncio.to_thread(job.started.wait, TICK_S):
+            yield _event("queue", {"position": generation.position(job)})
+        if job.streamer is not None:
+            while (text := await asyncio.to_thread(_next_text, job.streamer)) is not _END:
+                yield _event("token", {"text": text}) if text else ": waiting\n\n"
+        await asyncio.to_thread(job.finished.wait)
+        yield _event("failed", {"error": job.error}) if job.error else _event("done", {})
+    finally:
+        if job is not None and not job.finished.is_set():
+            job.cancelled.set()
+
+
 @router.get("/chat/stream/{message_id}")
 async def stream(request: Request, message_id: int):
     state = app_state(request)
@@ -114,22 +137,5 @@ async def stream(request: Request, message_id: int):
             conversations.own_message(db, me, message_id)
         except NotYours:
             raise HTTPException(404, "no such message") from None
-    job = state.queue.job(message_id)
-
-    async def events():
-        try:
-            if job is None:   # finished before (or the app restarted): the stored answer stands
-                yield _event("done", {})
-                return
-            while not await asyncio.to_thread(job.started.wait, TICK_S):
-                yield _event("queue", {"position": state.queue.position(job)})
-            if job.streamer is not None:
-                while (text := await asyncio.to_thread(_next_text, job.streamer)) is not _END:
-                    yield _event("token", {"text": text}) if text else ": waiting\n\n"
-            await asyncio.to_thread(job.finished.wait)
-            yield _event("failed", {"error": job.error}) if job.error else _event("done", {})
-        finally:   # the reader left (or all was sent): a job still under way stops at its next token
-            if job is not None and not job.finished.is_set():
-                job.cancelled.set()
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(answer_events(state.queue, state.queue.job(message_id)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})

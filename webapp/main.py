@@ -32,7 +32,9 @@ def create_app(config: AppConfig) -> FastAPI:
         sync_file_accounts(db, read_users_file(config.params.app.users, config.policies))
     app = FastAPI(title="alignpipe app", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(csrf_protect)])
-    app.state.alignpipe = AppState(config, database, GenerationQueue(Answerer(config.params, config.policies, database)))
+    reading = sessions(config.database, read_only=True)
+    app.state.alignpipe = AppState(config, database, reading,
+                                   GenerationQueue(Answerer(config.params, config.policies, database)))
     for module in (auth, chat, feedback, aligned, review):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(files("webapp") / "static")), name="static")

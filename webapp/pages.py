@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from components.app.feedback import has_consented
 from components.app.schema import Account
-from webapp.security import csrf_token
+from webapp.security import SAFE_METHODS, csrf_token
 from webapp.state import app_state
 
 # autoescape everywhere (not only for .html names): stored text is always inert
@@ -39,8 +39,10 @@ class ConsentRequired(Exception):
 
 @contextmanager
 def signed_in(request: Request, consent: bool = True) -> Iterator[tuple[Session, Account]]:
-    """``(database session, account)`` in one transaction, committed when the block ends."""
-    with app_state(request).sessions.begin() as db:
+    """``(database session, account)`` in one transaction, committed when the block ends; a
+    page (GET) only reads, a POST may write."""
+    state = app_state(request)
+    with (state.reading if request.method in SAFE_METHODS else state.sessions).begin() as db:
         account = db.get(Account, request.session.get("account_id") or 0)
         if account is None:
             request.session.pop("account_id", None)

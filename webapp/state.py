@@ -33,7 +33,8 @@ class AppConfig:
 @dataclass
 class AppState:
     config: AppConfig
-    sessions: sessionmaker[Session]
+    sessions: sessionmaker[Session]       # transactions that may write
+    reading: sessionmaker[Session]        # transactions that only read (pages: they never wait for writers)
     queue: GenerationQueue
     flags: RateLimiter = field(init=False)
     chats: RateLimiter = field(init=False)

@@ -16,14 +16,15 @@ class NotYours(LookupError):
     """No such conversation or message for this person (whether it exists for another is not said)."""
 
 
-def conversation(session: Session, account: Account, conversation_id: int | None) -> Conversation:
-    """The person's conversation ``conversation_id``, or their newest, or a new one."""
+def conversation(session: Session, account: Account, conversation_id: int | None) -> Conversation | None:
+    """The person's conversation ``conversation_id`` (NotYours if it is not theirs), else their
+    newest, else None (reads only: a page view never writes)."""
     query = select(Conversation).where(Conversation.account_id == account.id)
     found = session.scalar(query.where(Conversation.id == conversation_id) if conversation_id else
                            query.order_by(Conversation.id.desc()).limit(1))
     if found is None and conversation_id:
         raise NotYours(conversation_id)
-    return found or new_conversation(session, account)
+    return found
 
 
 def new_conversation(session: Session, account: Account) -> Conversation:

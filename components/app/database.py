@@ -1,7 +1,7 @@
 """Where the feedback database lives, and opening it at the newest schema.
 
-One code path, two databases: SQLite (WAL, a busy timeout, write transactions taken at once
-so two writers wait for each other instead of failing) in the project's state folder by
+One code path, two databases: SQLite (WAL, a busy timeout, write transactions taken at once so
+two writers wait for each other instead of failing, reads beside them) in the project's state folder by
 default, and a database of its own on the team's PostgreSQL while ``alignpipe services up``
 runs. ``$ALIGNPIPE_APP_DATABASE`` names any other SQLAlchemy URL. The PostgreSQL password
 stays in the services' ``pgpass`` (libpq reads it): no URL here holds a credential.
@@ -23,6 +23,7 @@ URL_VARIABLE = "ALIGNPIPE_APP_DATABASE"
 POSTGRES_DATABASE = "alignpipe_app"
 SQLITE_BUSY_MS = 30_000
 MIGRATIONS = Path(__file__).with_name("migrations")
+READ_ONLY = "alignpipe_read_only"   # an execution option: the transaction only reads
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,11 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _immediate(connection) -> None:
-        # take the write lock at the start: a read that later writes cannot fail on a lock upgrade
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection) -> None:
+        # a transaction that may write takes the write lock at its start, so that a read followed
+        # by a write cannot fail on the lock's upgrade; a read-only one shares the database
+        reading = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -105,6 +108,8 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def sessions(location: Location | None = None) -> sessionmaker[Session]:
-    """Sessions on ``location`` (default: :func:`default_location`); objects stay readable after commit."""
-    return sessionmaker(engine_for(location or default_location()), expire_on_commit=False)
+def sessions(location: Location | None = None, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``location`` (default: :func:`default_location`); objects stay readable after
+    commit. ``read_only`` sessions never write, so on SQLite they do not wait for writers."""
+    engine = engine_for(location or default_location())
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}) if read_only else engine, expire_on_commit=False)
