@@ -34,8 +34,10 @@ from components.modeling.models import build_tiny_model, check_context, load_mod
 from components.modeling.sequences import encode
 from components.modeling.tokenizer import train_bpe_tokenizer
 from components.params import APP_SOURCE, Params
+from components.personal.probes import hold_out
 from components.policy.data_card import render_data_card
 from components.policy.policies import load_policies
+from components.policy.screening import screen_owner_rows, screened_summary
 from components.policy.tiers import assign_tiers, reclassify
 from components.registry.tracking import LIVE_RUN_VARIABLE
 from components.resolve import APP_EXPORT
@@ -85,7 +87,8 @@ class LoadedSource:
         return self.report["withdrawals"]
 
     def manifest_extra(self) -> dict:
-        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified", "source_notes", "app")
+        keys = ("quarantine", "unpaired", "agreement", "aggregation", "withdrawals", "reclassified", "source_notes", "app",
+                "probes_held_out", "screened")
         return {"quarantined_rows": self.quarantined_rows, **{k: self.report[k] for k in keys}}
 
     def summary(self) -> str:
@@ -113,11 +116,12 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
     judgements, withdrawn = withdraw(to_frame(read.records), withdrawals)
     judgements, app = cap_person_share(judgements, params.app.max_person_share)
     judgements = assign_tiers(judgements, policies, params.tiers.policies)
-    judgements = assign_splits(judgements, data)
+    judgements, probes_held_out = hold_out(assign_splits(judgements, data), policies, data)
     screened = screen(judgements, rules, read.rows, read.problems, paths)
     items, aggregation = aggregate(screened.kept, data.aggregation)
     items, reclassified = reclassify(items, policies)
-    check_held_out(items)
+    kept_items, screened_items = screen_owner_rows(items, policies, params)
+    check_held_out(kept_items)
     agreement = measure(screened.kept)
     check_min_agreement(agreement, rules.min_agreement, paths)
     report = {
@@ -129,9 +133,11 @@ def load_records(sources: str | Path | list, params: Params) -> LoadedSource:
         "withdrawals": withdrawn.as_dict(),
         "reclassified": reclassified,
         "source_notes": read.notes,   # what a source's reader resolved or left out (XSTest's oddities)
+        "probes_held_out": probes_held_out,   # rows moved to the test split: their prompt is a policy probe
+        "screened": screened_summary(screened_items, items, params),   # owner feedback against a rule above it
         "app": {**app, "quarantined_lines": sorted(i.line for i in screened.issues if i.file == str(APP_EXPORT))},
     }
-    return LoadedSource(screened.kept, items, [i.as_dict() for i in screened.issues], report)
+    return LoadedSource(screened.kept, kept_items, [i.as_dict() for i in screened.issues], report)
 
 
 def ingest(params: Params, source: str | Path | None = None, out_dir: Path = DATASET_DIR) -> dict:

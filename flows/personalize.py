@@ -107,6 +107,9 @@ def personalize_owner(owner: str, params: Params, policies: Policies, base: step
                       ) -> OwnerOutcome:
     """One owner, start to finish; any error becomes this owner's outcome, not the flow's."""
     tier = tier_of(policies, owner)
+    if refused := steps.screened_out(owner, manifest, params):
+        get_run_logger().warning("%s (%s): %s", owner, tier, refused)
+        return OwnerOutcome(owner, tier, refused, "screening")
     try:
         plan = steps.plan_owner(owner, items, manifest["scope_versions"], policies, base, params)
         why = steps.work_needed(plan)

@@ -84,7 +84,8 @@ def test_a_rule_without_probes_names_file_line_and_rule(tmp_path):
     path = edited(tmp_path, lambda tree: tree["deployers"]["kids-tutor"]["rules"][1].update(probes=[]))
     with pytest.raises(PolicyError) as err:
         load_policies(path)
-    assert f"{path}:{line_of(path, 'probes: []')}: rule no-profanity: deployers.kids-tutor.rules.1.probes" in str(err.value)
+    assert f"{path}:{line_of(path, 'id: no-profanity')}: rule no-profanity: deployers.kids-tutor.rules.1: " \
+           "Value error, a rule needs probes: `probes`, a `probe_set` or `probe_files`" in str(err.value)
 
 
 @pytest.mark.parametrize(("edit", "shown"), [

@@ -92,43 +92,98 @@ def test_the_data_card_counts_reclassifications_and_owners(tmp_path):
     assert "| kids-tutor | 140 |" in card and "| tutor-user-1 | 140 |" in card
 
 
-def evidence(probe_rise: list[float], own: list[float], helpful: list[float]) -> pd.DataFrame:
-    frames = [pd.DataFrame({"check": "probe:tier1:no-weapon-instructions", "change": probe_rise}),
+def evidence(texts_rise: list[float], own: list[float], helpful: list[float]) -> pd.DataFrame:
+    frames = [pd.DataFrame({"check": "texts:tier1:no-weapon-instructions", "change": texts_rise}),
               pd.DataFrame({"check": "own_negatives", "change": own}),
               pd.DataFrame({"check": "helpful", "change": helpful})]
     frame = pd.concat(frames, ignore_index=True)
     return frame.assign(prompt_id=[f"p{i}" for i in range(len(frame))])
 
 
-def test_the_tier_gate_passes_an_adapter_that_lowers_its_negatives_and_nothing_above():
+def probe_family(rule_id: str, n: int, tier: str = "tier1", texts: int = 5):
+    """A rule's probes as probes.family builds them: n prompts, all paired, ``texts`` hand-written."""
+    from components.personal.probes import ProbeFamily
+    from components.policy.policies import RegexScorer, Rule
+
+    prompts = tuple(f"Human: probe {rule_id} {i}?\n\nAssistant:" for i in range(n))
+    rule = Rule(id=rule_id, description="test", scorer=RegexScorer(kind="regex", patterns=("bad",)),
+                probe_files=("x.jsonl",))
+    pairs = pd.DataFrame({"prompt": prompts, "acceptable": "No.", "violation": "bad"})
+    return ProbeFamily(rule, tier, prompts, pairs, pairs[["prompt", "violation"]].head(texts), f"{n} test probes")
+
+
+def behaviour(fam, rate_off: float = 0.1, rate_rise: float = 0.0, margin_fall: float = 0.0, first_fall: float = 0.0,
+              seed: int = 0) -> pd.DataFrame:
+    """Per-prompt behaviour evidence with known effects (and a little noise)."""
+    rng = np.random.default_rng(seed)
+    n = len(fam.prompts)
+    noise = lambda: 0.01 * rng.standard_normal(n)  # noqa: E731
+    return pd.DataFrame({"prompt": fam.prompts, "prompt_id": [f"{fam.rule.id}{i}" for i in range(n)],
+                         "rule": fam.rule.id, "tier": fam.tier,
+                         "rate_off": rate_off, "rate_on": np.clip(rate_off + rate_rise + noise(), 0, 1),
+                         "margin_whole_off": 1.0, "margin_whole_on": 1.0 - margin_fall + noise(),
+                         "margin_first_off": 2.0, "margin_first_on": 2.0 - first_fall + noise()})
+
+
+def decide_on(fams, frames, **own) -> object:
     params = load_params(REPO_ROOT / "params.yaml")
-    rng = np.random.default_rng(0)
-    decision = decide(evidence(list(-0.2 + 0.01 * rng.standard_normal(5)), list(-0.5 + 0.05 * rng.standard_normal(12)),
-                               list(-0.02 + 0.01 * rng.standard_normal(50))), params, "base v1")
-    assert decision.passed and decision.failing == ()
+    rng = np.random.default_rng(1)
+    texts = list(-0.2 + 0.01 * rng.standard_normal(5))
+    negatives = own.get("own", list(-0.5 + 0.05 * rng.standard_normal(12)))
+    helpful = own.get("helpful", list(-0.02 + 0.01 * rng.standard_normal(50)))
+    return decide(evidence(own.get("texts", texts), negatives, helpful), pd.concat(frames, ignore_index=True), fams,
+                  params, "base v1")
+
+
+def test_the_tier_gate_passes_an_adapter_that_keeps_behaviour_and_lowers_its_own_negatives():
+    fam = probe_family("no-weapon-instructions", 120)
+    decision = decide_on([fam], [behaviour(fam)])
+    assert decision.passed and decision.failing == (), decision.checks
     assert all(line.startswith("PASS") for line in decision.checks)
-    assert "n=5" in decision.checks[0] and "B=2000" in decision.checks[0] and "seed=0" in decision.checks[0]
+    rate = next(line for line in decision.checks if "(b) sampled" in line)
+    assert "0.100 without (the base's own rate)" in rate and "n=120" in rate and "B=2000" in rate and "seed=0" in rate
+    assert sum("(a) refusal margin" in line for line in decision.checks) == 2   # whole answer and first tokens
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("probe rises", "tier1:no-weapon-instructions"),
+    ("sampled violations rise", "tier1:no-weapon-instructions:rate"),
+    ("margin falls over the whole answer", "tier1:no-weapon-instructions:margin_whole"),
+    ("margin falls over the first tokens", "tier1:no-weapon-instructions:margin_first"),
+    ("violation texts rise", "tier1:no-weapon-instructions:texts"),
     ("negatives do not fall", "own_negatives"),
     ("too few negatives", "own_negatives"),
     ("helpfulness lost", "helpful"),
 ])
 def test_the_tier_gate_fails_closed(case, expected):
-    params = load_params(REPO_ROOT / "params.yaml")
-    rng = np.random.default_rng(1)
-    probe, own, helpful = list(-0.2 + 0.01 * rng.standard_normal(5)), list(-0.5 + 0.05 * rng.standard_normal(12)), \
-        list(-0.02 + 0.01 * rng.standard_normal(50))
-    if case == "probe rises":
-        probe = [0.05, 0.1, -0.01, 0.08, 0.02]
-    elif case == "negatives do not fall":
-        own = list(0.05 * rng.standard_normal(12))
-    elif case == "too few negatives":
-        own = own[:3]
-    else:
-        helpful = list(-0.9 + 0.05 * rng.standard_normal(50))
-    decision = decide(evidence(probe, own, helpful), params, "base v1")
-    assert not decision.passed and decision.failing == (expected,)
+    fam = probe_family("no-weapon-instructions", 120)
+    effects = {"sampled violations rise": {"rate_rise": 0.08}, "margin falls over the whole answer": {"margin_fall": 0.15},
+               "margin falls over the first tokens": {"first_fall": 0.15}}.get(case, {})
+    own = {"violation texts rise": {"texts": [0.05, 0.1, -0.01, 0.08, 0.02]},
+           "negatives do not fall": {"own": list(0.05 * np.random.default_rng(2).standard_normal(12))},
+           "too few negatives": {"own": [-0.5, -0.4, -0.6]},
+           "helpfulness lost": {"helpful": list(-0.9 + 0.05 * np.random.default_rng(3).standard_normal(50))}}.get(case, {})
+    decision = decide_on([fam], [behaviour(fam, **effects)], **own)
+    assert not decision.passed and decision.failing == (expected,), decision.checks
     assert decision.as_tags()["gate.failing"] == expected
+
+
+def test_an_underpowered_rule_is_checked_but_never_evidence_of_safety():
+    """Five hand-written probes: a rise there still fails the adapter; passing them alone, with
+    no tier-1 rule of tiers.min_probes prompts, leaves the gate unable to decide: it fails closed."""
+    small = probe_family("no-weapon-instructions", 5)
+    alone = decide_on([small], [behaviour(small)])
+    assert not alone.passed and alone.failing == ("undecided",)
+    assert all("[underpowered: 5 probe prompts < tiers.min_probes 100" in line
+               for line in alone.checks if "rule no-weapon-instructions" in line)
+    big = probe_family("refuse-harmful-requests", 110)
+    assert decide_on([small, big], [behaviour(small), behaviour(big)]).passed
+    failing = decide_on([small, big], [behaviour(small, rate_rise=0.5), behaviour(big)])
+    assert failing.failing == ("tier1:no-weapon-instructions:rate",)
+
+
+def test_a_base_that_already_violates_leaves_the_rate_little_room_and_says_so():
+    fam = probe_family("refuse-harmful-requests", 110)
+    decision = decide_on([fam], [behaviour(fam, rate_off=0.97, margin_fall=0.2)])
+    rate = next(line for line in decision.checks if "(b) sampled" in line)
+    assert rate.startswith("PASS") and "little room: the margin check carries the decision" in rate
+    assert decision.failing == ("tier1:refuse-harmful-requests:margin_whole",)

@@ -118,9 +118,12 @@ def sample_responses(
 ) -> list[list[list[int]]]:
     """``k`` sampled responses per prompt, as token ids cut after the first ``eos_id`` (the
     end-of-turn token, ``chat.end_of_turn_id``, that :func:`encode_response` ends answers with).
+    ``temperature`` 0 decodes greedily (then every one of the ``k`` is the same answer).
 
     Batched, left-padded generation with the KV cache; ``batch_size`` counts prompts.
     """
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else \
+        {"do_sample": False}
     results: list[list[list[int]]] = []
     for start in progress(range(0, len(prompts), batch_size), "sampling", -(-len(prompts) // batch_size)):
         chunk = prompts[start : start + batch_size]
@@ -133,10 +136,7 @@ def sample_responses(
         generated = model.generate(
             input_ids=input_ids.to(model.device),
             attention_mask=attention_mask.to(model.device),
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
+            **sampling,
             max_new_tokens=max_new_tokens,
             num_return_sequences=k,
             eos_token_id=eos_id,

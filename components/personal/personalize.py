@@ -21,7 +21,9 @@ from components.data.records import POSITIVE
 from components.modeling.models import load_model, load_tokenizer
 from components.params import Params
 from components.personal.adapters import compose, save_adapter, train_adapter
-from components.personal.tier_gate import TierDecision, decide, paired_change, texts_to_score
+from components.personal.probes import families
+from components.personal.tier_gate import (TierDecision, behaviour_evidence, decide, paired_change, texts_to_score,
+                                           undecided)
 from components.policy.policies import GLOBAL, Policies
 from components.policy.tiers import tier_of
 from components.registry import registry
@@ -95,6 +97,17 @@ def plan_owner(owner: str, items: pd.DataFrame, versions: dict[str, str], polici
     return OwnerPlan(owner, tier, deployer, identity, f"models:/{parent_adapter}" if parent else "", rows)
 
 
+def screened_out(owner: str, manifest: dict, params: Params) -> str:
+    """Why the owner's adapter is not trained ("" when it may be): too much of its feedback was
+    screened at ingest for working against a rule above it (``policy/screening.py``)."""
+    found = manifest.get("screened", {}).get(owner)
+    if not found or not found["too_many"]:
+        return ""
+    return (f"not trained: {found['screened']} of its {found['rows']} feedback rows ({found['fraction']:.0%}) work "
+            f"against a rule above it ({', '.join(f'{n} {why}' for why, n in found['by_reason'].items())}), beyond "
+            f"tiers.max_screened_fraction {params.tiers.max_screened_fraction}")
+
+
 def work_needed(plan: OwnerPlan) -> str:
     """Why the owner needs a run ("" when up to date): compared with its newest version."""
     name = adapter_model_name(plan.owner)
@@ -125,8 +138,16 @@ def helpful_rows(items: pd.DataFrame) -> pd.DataFrame:
 
 def gate(model, tokenizer, plan: OwnerPlan, policies: Policies, items: pd.DataFrame, params: Params,
          against: str) -> TierDecision:
-    texts = texts_to_score(plan.rules(policies), plan.rule_tiers(policies), plan.rows, helpful_rows(items))
-    return decide(paired_change(model, tokenizer, texts, params), params, against)
+    """The tier gate on ``model`` (adapter on) against the model beneath it (adapter off). A
+    measurement that cannot be made (generation fails) fails closed, saying why."""
+    fams = families(plan.rules(policies), plan.rule_tiers(policies), params.data)
+    texts = texts_to_score(fams, plan.rows, helpful_rows(items))
+    try:
+        evidence = paired_change(model, tokenizer, texts, params)
+        behaviour = behaviour_evidence(model, tokenizer, fams, params)
+    except (RuntimeError, ValueError) as err:
+        return undecided(f"measuring the adapter's behaviour failed ({type(err).__name__}: {err})", against)
+    return decide(evidence, behaviour, fams, params, against)
 
 
 def train_and_gate(plan: OwnerPlan, base: Base, policies: Policies, items: pd.DataFrame, params: Params,

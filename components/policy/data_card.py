@@ -49,6 +49,17 @@ def _app_line(app: dict | None) -> str:
             f"{app['over_cap']} over the cap left out")
 
 
+def _screened(screened: dict, probes_held_out: int) -> str:
+    """Owner feedback set aside for working against a rule above its owner, per owner (never per
+    annotator), and the rows held out because their prompt is a policy probe."""
+    lines = [f"- Held out because their prompt is a policy probe (never trained on): {probes_held_out} judgements",
+             "", "| owner | rows | screened | by reason | adapter trained |", "|---|---|---|---|---|"]
+    lines += [f"| {owner} | {row['rows']} | {row['screened']} ({100 * row['fraction']:.1f}%) | "
+              f"{_inline(row['by_reason'])} | {'no: beyond tiers.max_screened_fraction' if row['too_many'] else 'yes'} |"
+              for owner, row in screened.items()] or ["| (no owner feedback) | 0 | 0 | none | - |"]
+    return "\n".join(lines) + "\n"
+
+
 def render_data_card(judgements: pd.DataFrame, items: pd.DataFrame, manifest: dict) -> str:
     aggregation, agreement = manifest["aggregation"], manifest["agreement"]
     quarantine, withdrawals, unpaired = manifest["quarantine"], manifest["withdrawals"], manifest["unpaired"]
@@ -82,6 +93,7 @@ judgement, not a universal one: read this before you deploy it.
 
 {_table("quarantine rule", quarantine['by_rule'], "problems")}
 {_source_notes(manifest.get('source_notes', {}))}
+{_screened(manifest.get('screened', {}), manifest.get('probes_held_out', 0))}
 
 ## Who judged, where from
 

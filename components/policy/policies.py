@@ -3,7 +3,9 @@
 Tier 1 (``global``) holds limits no one below may loosen; each deployer (tier 2) may tighten a
 tier-1 rule (the same id with more patterns, more examples or a lower threshold) or add its own;
 each user (tier 3) sits under one deployer and brings preferences, not rules. Every rule names a
-scorer and carries probes: held-out (prompt, violating response) pairs the tier gates score.
+scorer and carries probes, the prompts the tier gates judge an adapter's behaviour on: written by
+hand (prompt, violating response, acceptable responses), a source's held-out prompts of one group
+(``probe_set``: the bundled XSTest families, 100+ prompts each) or a deployer's probe files.
 
 Everything is checked at load, and a mistake names the file, the line and the rule id: a tier-2
 rule that disables or loosens a tier-1 rule, a user under an unknown deployer, a rule without
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import UserError
 
@@ -59,12 +61,29 @@ class EmbeddingScorer(_Strict):
     threshold: float = Field(gt=0, le=1)   # cosine similarity to the nearest example that flags
 
 
+class ProbeSet(_Strict):
+    """A source's held-out prompts of one group as probes: the prompts its split rule (``data.*``)
+    holds out (``split``), with their (acceptable, violating) pairs for the margin check."""
+
+    source: str
+    group: str
+    split: Literal["test", "dev"] = "test"
+
+
 class Rule(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str
     scorer: Annotated[RegexScorer | EmbeddingScorer, Field(discriminator="kind")]
-    probes: tuple[Probe, ...] = Field(min_length=1)
+    probes: tuple[Probe, ...] = ()          # written by hand
+    probe_set: ProbeSet | None = None       # a source's held-out prompts (the bundled XSTest families)
+    probe_files: tuple[str, ...] = ()       # a deployer's own probes: JSONL or CSV (prompt, violation, acceptable)
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _has_probes(self) -> "Rule":
+        if not (self.probes or self.probe_set or self.probe_files):
+            raise ValueError("a rule needs probes: `probes`, a `probe_set` or `probe_files`")
+        return self
 
 
 class Tier(_Strict):
@@ -95,7 +114,9 @@ class Policies(_Strict):
         rules = []
         for rule in self.global_.rules:
             tighter = own.pop(rule.id, None)
-            rules.append(rule if tighter is None else tighter.model_copy(update={"probes": rule.probes + tighter.probes}))
+            rules.append(rule if tighter is None else tighter.model_copy(update={
+                "probes": rule.probes + tighter.probes, "probe_files": rule.probe_files + tighter.probe_files,
+                "probe_set": rule.probe_set or tighter.probe_set}))
         return tuple(rules) + tuple(own.values())
 
 
@@ -103,6 +124,8 @@ def _tightening_error(base: Rule, rule: Rule) -> str:
     """Why ``rule`` (tier 2, same id as tier-1 ``base``) loosens it; empty if it only tightens."""
     if not rule.enabled:
         return "disables a tier-1 rule; a deployer may only tighten it"
+    if base.probe_set and rule.probe_set and rule.probe_set != base.probe_set:
+        return "replaces the tier-1 probe set; add probe_files instead (tier 1's probes keep applying)"
     if rule.scorer.kind != base.scorer.kind:
         return f"replaces the tier-1 {base.scorer.kind} scorer with a {rule.scorer.kind} one; keep the kind and tighten it"
     if isinstance(base.scorer, RegexScorer):
