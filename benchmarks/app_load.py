@@ -3,7 +3,8 @@ answers for a while over loopback, then every row in the database is compared wi
 sessions were told was saved.
 
 Setup, all real: a tiny model registered as champion in a temporary MLflow registry, the app
-(``webapp.create_app``) served by uvicorn on 127.0.0.1 in this process, its feedback database
+(``webapp.create_app``) served by uvicorn on 127.0.0.1 in a process of its own (the sessions'
+threads would otherwise share its interpreter lock and inflate its latency), its feedback database
 (SQLite in a temporary folder by default; ``--database services`` uses the PostgreSQL of a
 running ``alignpipe services up``; or any SQLAlchemy URL), N accounts of a users file (argon2id
 with the default settings). Each session is its own HTTP client with its own cookies and CSRF
@@ -11,7 +12,8 @@ token, as a browser would be:
 
 1. every session signs in, agrees, and sends ``--chats`` messages at once, reading each answer's
    stream (Server-Sent Events) to its end: answers are written one at a time, so the sessions
-   queue; the largest queue position a session was shown and every answer's status are kept;
+   queue; the largest queue position a session was shown and every answer's status are kept
+   (an answer that came out empty cannot be flagged, and is not);
 2. for ``--seconds``, every session flags and re-flags its own answers in a loop (a random
    verdict, reason and rating each time) as fast as the app answers; per-person rate limits
    are lifted for this (the HTTP tests check them), so the store is what is measured.
@@ -41,7 +43,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WORK = Path(tempfile.mkdtemp(prefix="alignpipe-app-load-"))
+WORK = Path(os.environ.setdefault("ALIGNPIPE_APP_LOAD_WORK", tempfile.mkdtemp(prefix="alignpipe-app-load-")))
 os.environ.setdefault("ALIGNPIPE_HOME", str(WORK / "state"))
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{WORK / 'mlflow.db'}"
 
@@ -79,15 +81,10 @@ def champion(name: str) -> None:
     registry.promote(name, registry.register_candidate(uri, name, {}, ""), reason="load check")
 
 
-def project_config(sessions: int, database: str):
+def write_project(sessions: int) -> None:
     """Params, policies (a user per session under kids-tutor) and the users file, in WORK."""
     import yaml
     from argon2 import PasswordHasher
-
-    from components.app.database import Location, default_location, sqlite_location
-    from components.params import load_params
-    from components.policy.policies import load_policies
-    from webapp.state import AppConfig
 
     policies = yaml.safe_load((REPO / "policies.yaml").read_text())
     policies["users"] = {f"load-user-{n}": {"deployer": "kids-tutor"} for n in range(sessions)}
@@ -102,10 +99,29 @@ def project_config(sessions: int, database: str):
     params["app"] |= {"users": str(WORK / "users.yaml"), "flags_per_minute": 10**6, "chats_per_minute": 10**6,
                       "max_new_tokens": 16}
     (WORK / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def project_config(database: str):
+    """The app's settings over WORK's project (``write_project``)."""
+    from components.app.database import Location, default_location, sqlite_location
+    from components.params import load_params
+    from components.policy.policies import load_policies
+    from webapp.state import AppConfig
+
     loaded = load_params(WORK / "params.yaml")
     location = (sqlite_location(WORK / "feedback.db") if database == "sqlite" else
                 default_location() if database == "services" else Location(database))
     return AppConfig(loaded, load_policies(loaded.tiers.policies), location, WORK / "dataset", WORK / "secret")
+
+
+def serve(database: str, port: int) -> None:
+    """The app on 127.0.0.1:``port`` (the server process's whole life)."""
+    import uvicorn
+
+    from webapp.main import create_app
+
+    uvicorn.run(create_app(project_config(database)), host="127.0.0.1", port=port, access_log=False,
+                log_level="warning")
 
 
 @dataclass
@@ -149,8 +165,8 @@ class Session:
                     elif line.startswith("data: ") and event == "queue":
                         self.max_position = max(self.max_position, json.loads(line[6:])["position"])
             self.answers[event] += 1
-            if event == "done":
-                self.messages.append(message)
+            if event == "done" and 'name="verdict"' in self.client.get(f"/messages/{message}").text:
+                self.messages.append(message)   # an empty answer has no flag form: it cannot be flagged
 
     def flag_until(self, deadline: float, rng: random.Random) -> None:
         while time.monotonic() < deadline and self.messages:
@@ -204,19 +220,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    import uvicorn
-
-    from webapp.main import create_app
+    import multiprocessing
+    import urllib.request
 
     champion("app-load-policy")
-    config = project_config(args.sessions, args.database)
+    write_project(args.sessions)
+    config = project_config(args.database)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, access_log=False,
-                                           log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.1)
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(args.database, port), daemon=True)
+    server.start()
     url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2)
+            break
+        except OSError:
+            if not server.is_alive():
+                sys.exit("the app did not start")
+            time.sleep(0.2)
     sessions = [Session(f"load-user-{n}", url) for n in range(args.sessions)]
 
     started = time.monotonic()
@@ -234,7 +255,7 @@ def main() -> None:
         thread.start()
     for thread in flagging:
         thread.join()
-    server.should_exit = True
+    server.terminate()
 
     latencies = sorted(x * 1000 for s in sessions for x in s.latencies)
     quantile = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")  # noqa: E731

@@ -291,3 +291,16 @@ def test_a_reader_who_leaves_cancels_a_waiting_answer_and_stops_a_running_one(ap
     assert job.status == "stopped"
     with state.sessions.begin() as db:
         assert db.get(Message, message).status == "stopped"
+
+
+def test_failed_sign_ins_are_limited_per_name(app):
+    from fastapi.testclient import TestClient
+
+    browser = TestClient(app)
+    csrf = csrf_of(browser.get("/login").text)
+    tries = [browser.post("/login", data={"name": "alice", "password": "guess number %d" % n, "csrf_token": csrf},
+                          headers={"Origin": ORIGIN}).status_code for n in range(11)]
+    assert tries == [401] * 10 + [429]
+    right = browser.post("/login", data={"name": "alice", "password": PASSWORD, "csrf_token": csrf}, headers={"Origin": ORIGIN})
+    assert right.status_code == 429   # even the right password waits: the name is under attack
+    assert Person(app, "bob")   # another name is not

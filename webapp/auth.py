@@ -1,5 +1,5 @@
 """Sign-in, sign-out and consent. Named accounts only (no sign-up); a wrong name and a wrong
-password read alike; attempts per name are limited; the session is renewed at sign-in."""
+password read alike; failed attempts per name are limited; the session is renewed at sign-in."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ def login_page(request: Request):
 @router.post("/login")
 def login(request: Request, name: str = Form(max_length=64), password: str = Form(max_length=1024)):
     state = app_state(request)
-    if not state.logins.allow(name.lower()):
-        return render(request, "login.html", 429, error="Too many attempts for this name; wait a few minutes.")
-    with state.sessions.begin() as db:
+    if state.logins.retry_after(name.lower()) > 0:   # too many failed attempts for this name of late
+        return render(request, "login.html", 429, error="Too many failed attempts for this name; wait a few minutes.")
+    with state.writing() as db:
         account = authenticate(db, name, password)
         if account is None:
+            state.logins.allow(name.lower())   # counts the failure
             return render(request, "login.html", 401, error="Wrong name or password.")
         request.session.clear()   # a new session (and CSRF token) for the signed-in person
         request.session["account_id"] = account.id

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from components.app import conversations
 from components.app.conversations import NotYours
@@ -28,7 +29,8 @@ _END = object()
 
 
 def flag_context(db, me, message: Message) -> dict:
-    row = db.query(Feedback).filter_by(account_id=me.id, message_id=message.id).one_or_none()
+    """What ``_answer.html`` and ``_flag.html`` show of a turn: the message, the person's row on it, the reasons."""
+    row = db.scalar(select(Feedback).where(Feedback.account_id == me.id, Feedback.message_id == message.id))
     return {"message": message, "flag": row, "reasons": REASONS}
 
 

@@ -42,7 +42,7 @@ def signed_in(request: Request, consent: bool = True) -> Iterator[tuple[Session,
     """``(database session, account)`` in one transaction, committed when the block ends; a
     page (GET) only reads, a POST may write."""
     state = app_state(request)
-    with (state.reading if request.method in SAFE_METHODS else state.sessions).begin() as db:
+    with state.reading.begin() if request.method in SAFE_METHODS else state.writing() as db:
         account = db.get(Account, request.session.get("account_id") or 0)
         if account is None:
             request.session.pop("account_id", None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +46,15 @@ class AppState:
     def __post_init__(self) -> None:
         self.flags = RateLimiter(self.config.params.app.flags_per_minute)
         self.chats = RateLimiter(self.config.params.app.chats_per_minute)
+        # SQLite has one writer at a time: this process's writers queue here and wake at once,
+        # instead of sleeping in SQLite's busy handler (which backs off up to 100 ms a try)
+        self._write_lock = threading.Lock() if self.config.database.kind == "sqlite" else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A transaction that may write, committed when the block ends."""
+        with self._write_lock, self.sessions.begin() as db:
+            yield db
 
 
 def app_state(request: Request) -> AppState:
