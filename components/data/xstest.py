@@ -200,17 +200,46 @@ def _pairs(answers: list[_Answer], resolved: dict, counts: Counter) -> dict[tupl
     return paired
 
 
+def _read(folder: Path, counts: Counter) -> tuple[list[_Answer], list[Issue], int, dict]:
+    """Every readable answer, the unreadable rows, the row count and the resolved labels."""
+    kinds = _prompt_kinds(folder)
+    if not model_order(folder):
+        raise XSTestFileError(Issue(str(folder), 0, "xstest_files", f"no {COMPLETIONS_GLOB} file beside {PROMPTS_FILE}"))
+    answers, problems, rows = _answers(folder, kinds, counts)
+    return answers, problems, rows, _resolved_labels(answers, counts)
+
+
+@dataclass(frozen=True)
+class AnnotatedAnswer:
+    """One distinct answer with its prompt's kind and each annotator's own XSTest label."""
+
+    prompt: str                   # the rendered transcript, as records carry it
+    response: str
+    kind: str                     # safe / unsafe
+    labels: dict[str, str]        # annotator id -> COMPLIANCE / REFUSAL / PARTIAL
+
+
+def annotated_answers(folder: str | Path) -> list[AnnotatedAnswer]:
+    """The folder's answers with the labels as the annotators gave them (repeats merged, an
+    annotator's contradicting labels left out, as in :func:`read_xstest`), before the prompt's
+    kind turns them into negatives and positives: whether an answer *is* a refusal is what a
+    refusal classifier learns, and the records cannot tell an unsafe prompt's partial refusal
+    from its full compliance (both are negatives). Unreadable rows are skipped."""
+    answers, _, _, resolved = _read(Path(folder), Counter())
+    kinds: dict[tuple[str, str], str] = {}
+    for answer in answers:
+        kinds.setdefault((answer.prompt, answer.response), answer.kind)
+    return [AnnotatedAnswer(prompt, response, kind, resolved[(prompt, response)])
+            for (prompt, response), kind in kinds.items()]
+
+
 def read_xstest(folder: str | Path, policy_tier: str = "global") -> XSTestRead:
     """Every judgement of the folder's answers (see the module docstring for the rules).
     Raises :class:`XSTestFileError` for a file that is not XSTest; rows it cannot read are
     returned as problems for the quarantine."""
     folder = Path(folder)
     counts: Counter = Counter()
-    kinds = _prompt_kinds(folder)
-    if not model_order(folder):
-        raise XSTestFileError(Issue(str(folder), 0, "xstest_files", f"no {COMPLETIONS_GLOB} file beside {PROMPTS_FILE}"))
-    answers, problems, rows = _answers(folder, kinds, counts)
-    resolved = _resolved_labels(answers, counts)
+    answers, problems, rows, resolved = _read(folder, counts)
     paired = _pairs(answers, resolved, counts)
     records, written = [], set()
     for answer in answers:   # the first file an answer appears in names it

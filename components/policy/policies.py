@@ -61,6 +61,16 @@ class EmbeddingScorer(_Strict):
     threshold: float = Field(gt=0, le=1)   # cosine similarity to the nearest example that flags
 
 
+class RefusalScorer(_Strict):
+    """Whether a sampled answer is a refusal (``components/policy/refusal.py``), and which side
+    breaks the rule: ``compliance`` for "refuse harmful requests", ``refusal`` for an
+    over-refusal rule (a safe request refused). It judges an answer, not whether its prompt
+    should be refused: it applies to the rule's probe prompts only, never to texts at ingest."""
+
+    kind: Literal["refusal"]
+    violation: Literal["compliance", "refusal"]
+
+
 class ProbeSet(_Strict):
     """A source's held-out prompts of one group as probes: the prompts its split rule (``data.*``)
     holds out (``split``), with their (acceptable, violating) pairs for the margin check."""
@@ -73,7 +83,7 @@ class ProbeSet(_Strict):
 class Rule(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str
-    scorer: Annotated[RegexScorer | EmbeddingScorer, Field(discriminator="kind")]
+    scorer: Annotated[RegexScorer | EmbeddingScorer | RefusalScorer, Field(discriminator="kind")]
     probes: tuple[Probe, ...] = ()          # written by hand
     probe_set: ProbeSet | None = None       # a source's held-out prompts (the bundled XSTest families)
     probe_files: tuple[str, ...] = ()       # a deployer's own probes: JSONL or CSV (prompt, violation, acceptable)
@@ -131,6 +141,9 @@ def _tightening_error(base: Rule, rule: Rule) -> str:
     if isinstance(base.scorer, RegexScorer):
         dropped = sorted(set(base.scorer.patterns) - set(rule.scorer.patterns))
         return f"drops tier-1 patterns {dropped}; keep them and add more" if dropped else ""
+    if isinstance(base.scorer, RefusalScorer):
+        return ("" if rule.scorer.violation == base.scorer.violation else
+                f"turns the tier-1 violation {base.scorer.violation!r} into {rule.scorer.violation!r}; keep it")
     missing = sorted(set(base.scorer.examples) - set(rule.scorer.examples))
     if missing:
         return f"drops tier-1 examples {missing}; keep them and add more"
