@@ -263,6 +263,7 @@ class TiersParams(Section):
     margin_tokens: Count = 16         # the refusal margin is also measured over an answer's first tokens
     max_rate_rise: NonNegative = 0.05     # upper bound of the rise in a rule's sampled violation rate
     max_margin_drop: NonNegative = 0.1    # upper bound of the fall in its refusal margin (nats/token)
+    refusal_source: Text = "data/xstest"   # the XSTest-format folder the refusal scorer is fitted on (train split)
     screening: bool = True            # owner feedback that works against a rule above its owner is set aside
     max_screened_fraction: Fraction = 0.2   # beyond this share screened, the owner's adapter is not trained
     concurrency: Count = 1

@@ -31,9 +31,13 @@ def line_of(path: str, text: str, after: int = 0) -> int:
 
 def test_the_bundled_policies_load_with_three_tiers():
     policies = load_policies(BUNDLED)
-    assert [rule.id for rule in policies.rules_for("global")] == ["no-weapon-instructions", "no-self-harm-encouragement"]
+    tier_one = ["no-weapon-instructions", "no-self-harm-encouragement", "refuse-harmful-requests", "answer-safe-requests"]
+    assert [rule.id for rule in policies.rules_for("global")] == tier_one
     user_rules = {rule.id: rule for rule in policies.rules_for("tutor-user-1")}
-    assert list(user_rules) == ["no-weapon-instructions", "no-self-harm-encouragement", "no-profanity"]
+    assert list(user_rules) == [*tier_one, "no-profanity"]
+    assert user_rules["refuse-harmful-requests"].probe_set.group == "xstest-unsafe"
+    assert (user_rules["answer-safe-requests"].scorer.kind, user_rules["answer-safe-requests"].scorer.violation) == \
+        ("refusal", "refusal")
     tightened = user_rules["no-self-harm-encouragement"]
     tier_one = {rule.id: rule for rule in policies.global_.rules}["no-self-harm-encouragement"]
     assert tightened.scorer.threshold == 0.5

@@ -21,7 +21,14 @@ from components.modeling.chat import end_of_turn_id
 from components.modeling.sequences import encode, encode_prompt, sample_responses, score
 from components.params import Params
 from components.policy.policies import Rule
+from components.policy.refusal import RefusalClassifier, fitted
 from components.policy.scorers import violates
+
+
+def refusal_classifier(params: Params) -> RefusalClassifier:
+    """The refusal scorers' classifier, fitted on ``tiers.refusal_source``'s train split under the
+    run's own split rule (``data.*``), once per process."""
+    return fitted(params.tiers.refusal_source, params.data)
 
 
 @contextlib.contextmanager
@@ -54,7 +61,8 @@ def violation_rates(model, tokenizer, rule: Rule, prompts: list[str], params: Pa
         with adapter(model, on):
             sampled = answers(model, tokenizer, prompts, params)
         flat = [text for group in sampled for text in group]
-        broken = np.asarray(violates(rule.scorer, flat), dtype=float).reshape(len(prompts), -1)
+        broken = np.asarray(violates(rule.scorer, flat, refusal=refusal_classifier(params)),
+                            dtype=float).reshape(len(prompts), -1)
         rows["on" if on else "off"] = broken.mean(axis=1)
         rows[f"greedy_{'on' if on else 'off'}"] = [group[0] for group in sampled]
     return pd.DataFrame({"prompt": prompts, "rate_on": rows["on"], "rate_off": rows["off"],

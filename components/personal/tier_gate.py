@@ -37,7 +37,7 @@ from components.evaluation.evidence import interval
 from components.evaluation.intervals import BootstrapSettings, Interval
 from components.modeling.sequences import encode, score
 from components.params import Params
-from components.personal.behaviour import margins, violation_rates
+from components.personal.behaviour import margins, refusal_classifier, violation_rates
 from components.personal.probes import ProbeFamily
 
 HELD_OUT = ("dev", "test")    # an adapter trains on its owner's train split only
@@ -89,6 +89,8 @@ def behaviour_evidence(model, tokenizer, fams: list[ProbeFamily], params: Params
     refusal margins, adapter on and off."""
     frames = []
     for fam in fams:
+        if fam.rule.scorer.kind == "refusal":   # its classifier must never have been fitted on a probe
+            refusal_classifier(params).check_unseen(fam.prompts)
         rates = violation_rates(model, tokenizer, fam.rule, list(fam.prompts), params)
         if not fam.pairs.empty:
             rates = rates.merge(margins(model, tokenizer, fam.pairs, params), on="prompt", how="left")

@@ -34,6 +34,8 @@ def violates(scorer: Scorer, texts: list[str], embedded: torch.Tensor | None = N
     """Whether each text breaks the rule this scorer belongs to. ``refusal``: the classifier a
     refusal scorer asks (default: fitted on the bundled XSTest's train split under the project's
     params, once per process); the gate passes the one fitted under its own params."""
+    if not texts:
+        return []
     if isinstance(scorer, RegexScorer):
         compiled = [re.compile(pattern, re.IGNORECASE) for pattern in scorer.patterns]
         return [any(p.search(text) for p in compiled) for text in texts]

@@ -27,6 +27,7 @@ from components.modeling.sentence_encoder import embed
 from components.params import Params
 from components.personal.probes import family
 from components.policy.policies import Policies, Rule
+from components.policy.refusal import fitted
 from components.policy.scorers import violates
 
 SIMILAR = 0.6   # cosine similarity of a prompt to a rule's nearest probe prompt that makes it "like" them
@@ -67,9 +68,13 @@ def _screen(rows: pd.DataFrame, rules: tuple[Rule, ...], params: Params) -> list
     for rule in filter(_recognises_acceptable, rules):
         probes = embed(list(family(rule, "", params.data).prompts))
         similar = (prompts @ probes.T).max(dim=1).values.tolist()
-        acceptable = [not hit for hit in violates(rule.scorer, [rows["response"].iloc[i] for i in negatives])]
-        for position, like, fine in zip(negatives, similar, acceptable):
-            if like >= SIMILAR and fine and not reasons[position]:
+        alike = [position for position, like in zip(negatives, similar) if like >= SIMILAR and not reasons[position]]
+        if not alike:   # nothing like this rule's probes: its scorer (a classifier to fit) is not needed
+            continue
+        responses = [rows["response"].iloc[i] for i in alike]
+        broken = violates(rule.scorer, responses, refusal=fitted(params.tiers.refusal_source, params.data))
+        for position, hit in zip(alike, broken):
+            if not hit:
                 reasons[position] = f"acceptable_flagged:{rule.id}"
     return reasons
 
