@@ -304,3 +304,16 @@ def test_failed_sign_ins_are_limited_per_name(app):
     right = browser.post("/login", data={"name": "alice", "password": PASSWORD, "csrf_token": csrf}, headers={"Origin": ORIGIN})
     assert right.status_code == 429   # even the right password waits: the name is under attack
     assert Person(app, "bob")   # another name is not
+
+
+def test_a_turn_the_app_never_answered_is_shown_as_such_not_streamed_forever(app):
+    from components.app import conversations
+    from components.app.schema import Account
+
+    alice = Person(app, "alice")
+    with app.state.alignpipe.sessions.begin() as db:   # as if the app had stopped before answering it
+        me = db.scalar(select(Account).where(Account.name == "alice"))
+        message = conversations.ask(db, me, conversations.new_conversation(db, me), "Hello?", 2000, 20000).id
+    page = alice.get(f"/messages/{message}").text
+    assert "data-stream" not in page and "the app stopped before writing it" in page
+    assert alice.events(message) == [("done", {})]

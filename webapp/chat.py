@@ -28,10 +28,12 @@ TICK_S = 0.5
 _END = object()
 
 
-def flag_context(db, me, message: Message) -> dict:
-    """What ``_answer.html`` and ``_flag.html`` show of a turn: the message, the person's row on it, the reasons."""
+def flag_context(db, me, message: Message, generation: GenerationQueue) -> dict:
+    """What ``_answer.html`` and ``_flag.html`` show of a turn: the message, the person's row on
+    it, the reasons, and whether its answer is still on its way (an app that stopped left it
+    unanswered)."""
     row = db.scalar(select(Feedback).where(Feedback.account_id == me.id, Feedback.message_id == message.id))
-    return {"message": message, "flag": row, "reasons": REASONS}
+    return {"message": message, "flag": row, "reasons": REASONS, "live": generation.job(message.id) is not None}
 
 
 @router.get("/chat")
@@ -48,7 +50,7 @@ def chat_page(request: Request, c: int | None = None):
             served, missing = None, str(err)
         else:
             missing = ""
-        turns = [flag_context(db, me, message) for message in chat.messages] if chat else []
+        turns = [flag_context(db, me, message, state.queue) for message in chat.messages] if chat else []
         return render(request, "chat.html", me=me, chat=chat, turns=turns, served=served, missing=missing,
                       waiting=state.queue.depth(), max_chars=state.config.params.app.max_message_chars)
 
@@ -62,9 +64,12 @@ def new_chat(request: Request):
 
 @router.post("/chat/send")
 def send(request: Request, text: str = Form(max_length=100_000), conversation: int = Form(0)):
+    """A new turn, stored, then queued for its answer (only once stored: the worker writes into its row)."""
     state = app_state(request)
     settings = state.config.params
     with signed_in(request) as (db, me):
+        if state.queue.unfinished(me.id):
+            raise HTTPException(429, "an answer to you is still on its way")
         if not state.chats.allow(me.id):
             raise HTTPException(429, f"at most {settings.app.chats_per_minute} messages a minute; wait a little")
         try:
@@ -77,12 +82,14 @@ def send(request: Request, text: str = Form(max_length=100_000), conversation: i
             raise HTTPException(404, "no such conversation") from None
         except TextRefused as err:
             raise HTTPException(422, str(err)) from None
-        try:
-            state.queue.submit(job)
-        except Busy as err:
-            raise HTTPException(429, str(err)) from None
-        return render(request, "_turn.html", turn={"message": message, "flag": None, "reasons": REASONS},
-                      position=state.queue.position(job))
+    try:
+        state.queue.submit(job)
+    except Busy as err:   # the same person's other message got in first
+        with state.writing() as db:
+            conversations.finish(db, job.message_id, "", conversations.FAILED, {})
+        raise HTTPException(429, str(err)) from None
+    return render(request, "_turn.html", turn={"message": message, "flag": None, "reasons": REASONS, "live": True},
+                  position=state.queue.position(job))
 
 
 @router.get("/messages/{message_id}")
@@ -93,7 +100,7 @@ def answer(request: Request, message_id: int):
             message = conversations.own_message(db, me, message_id)
         except NotYours:
             raise HTTPException(404, "no such message") from None
-        return render(request, "_answer.html", turn=flag_context(db, me, message))
+        return render(request, "_answer.html", turn=flag_context(db, me, message, app_state(request).queue))
 
 
 def _event(name: str, payload: dict) -> str:

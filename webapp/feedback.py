@@ -41,7 +41,7 @@ def flag(request: Request, message_id: int, verdict: str = Form(max_length=8), r
         message = own_message(db, me, message_id)
         if not is_htmx(request):
             return go(request, f"/chat?c={message.conversation_id}")
-        return render(request, "_flag.html", turn=flag_context(db, me, message), saved=True)
+        return render(request, "_flag.html", turn=flag_context(db, me, message, state.queue), saved=True)
 
 
 def _listing(request: Request, db, me) -> dict:

@@ -47,9 +47,17 @@ class GenerationQueue:
         self._jobs: dict[int, Job] = {}
         threading.Thread(target=self._work, name="alignpipe-generation", daemon=True).start()
 
+    def unfinished(self, account_id: int) -> bool:
+        """Whether the person has an answer waiting or being written."""
+        with self._lock:
+            return self._unfinished(account_id)
+
+    def _unfinished(self, account_id: int) -> bool:
+        return any(j.account_id == account_id and not j.finished.is_set() for j in self._jobs.values())
+
     def submit(self, job: Job) -> Job:
         with self._lock:
-            if any(j.account_id == job.account_id and not j.finished.is_set() for j in self._jobs.values()):
+            if self._unfinished(job.account_id):
                 raise Busy("an answer to you is still on its way")
             finished = [key for key, j in self._jobs.items() if j.finished.is_set()]
             for key in finished[: max(0, len(finished) - KEPT_FINISHED)]:
