@@ -50,6 +50,7 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{WORK / 'mlflow.db'}"
 import components  # noqa: E402,F401  (quiet/offline defaults, after the state is placed)
 
 REPO = Path(__file__).resolve().parent.parent
+RUN = WORK.name.rsplit("-", 1)[-1]   # this run's accounts are named after it
 PASSWORD = "load-check-password"
 REASONS = {"bad": ("harmful", "offensive", "untrue", "unhelpful"), "good": ("helpful", "accurate", "kind")}
 
@@ -81,6 +82,11 @@ def champion(name: str) -> None:
     registry.promote(name, registry.register_candidate(uri, name, {}, ""), reason="load check")
 
 
+def account(n: int) -> str:
+    """Session ``n``'s account, named for this run: a PostgreSQL database outlives a run."""
+    return f"load-{RUN}-{n}"
+
+
 def write_project(sessions: int) -> None:
     """Params, policies (a user per session under kids-tutor) and the users file, in WORK."""
     import yaml
@@ -90,7 +96,7 @@ def write_project(sessions: int) -> None:
     policies["users"] = {f"load-user-{n}": {"deployer": "kids-tutor"} for n in range(sessions)}
     (WORK / "policies.yaml").write_text(yaml.safe_dump(policies))
     hashed = PasswordHasher().hash(PASSWORD)
-    accounts = [{"name": f"load-user-{n}", "role": "user", "owner": f"load-user-{n}", "password_hash": hashed}
+    accounts = [{"name": account(n), "role": "user", "owner": f"load-user-{n}", "password_hash": hashed}
                 for n in range(sessions)]
     (WORK / "users.yaml").write_text(yaml.safe_dump({"accounts": accounts}))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -198,11 +204,12 @@ def check(config, sessions: list[Session]) -> dict:
     from components.app.schema import Account, Feedback
 
     with open_database(config.database).begin() as db:
+        ours = Account.name.in_([s.name for s in sessions])
         rows = db.execute(select(Account.name, Feedback.message_id, Feedback.label, Feedback.reason, Feedback.rating,
-                                 Feedback.revision).join(Account, Account.id == Feedback.account_id)).all()
+                                 Feedback.revision).join(Account, Account.id == Feedback.account_id).where(ours)).all()
         duplicated = db.scalar(select(func.count()).select_from(
-            select(Feedback.account_id, Feedback.message_id).group_by(Feedback.account_id, Feedback.message_id)
-            .having(func.count() > 1).subquery()))
+            select(Feedback.account_id, Feedback.message_id).join(Account, Account.id == Feedback.account_id)
+            .where(ours).group_by(Feedback.account_id, Feedback.message_id).having(func.count() > 1).subquery()))
     stored = {(name, message): (label, reason, rating, revision) for name, message, label, reason, rating, revision in rows}
     expected = {(s.name, message): (*saved, s.edits[message]) for s in sessions for message, saved in s.saved.items()}
     lost = sum(key not in stored for key in expected)
@@ -238,7 +245,7 @@ def main() -> None:
             if not server.is_alive():
                 sys.exit("the app did not start")
             time.sleep(0.2)
-    sessions = [Session(f"load-user-{n}", url) for n in range(args.sessions)]
+    sessions = [Session(account(n), url) for n in range(args.sessions)]
 
     started = time.monotonic()
     chatting = [threading.Thread(target=s.chat, args=(args.chats,)) for s in sessions]

@@ -36,6 +36,7 @@ class Answerer:
             job.text = self._generate(job, model, tokenizer)
             job.status = STOPPED if job.cancelled.is_set() else DONE
         except UserError as err:   # no model yet: the person is told what to do
+            logger.warning("answer to message %s: %s", job.message_id, err)
             job.status, job.error = FAILED, str(err)
         except Exception:
             logger.exception("answer to message %s failed", job.message_id)

@@ -8,6 +8,7 @@ and stopped at the next token while it runs. One unfinished job per person.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -93,8 +94,9 @@ class GenerationQueue:
                     job.status = "stopped"
                 else:
                     self._run(job)
-            except Exception as err:  # one failed answer never stops the worker
-                job.status, job.error = "failed", f"{type(err).__name__}: {err}"
+            except Exception:  # one failed answer never stops the worker
+                logging.getLogger("alignpipe.app").exception("answer to message %s failed", job.message_id)
+                job.status, job.error = "failed", "the model failed to answer (the app's log says why)"
             finally:
                 with self._lock:
                     self._running = None
