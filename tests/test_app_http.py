@@ -318,3 +318,14 @@ def test_a_turn_the_app_never_answered_is_shown_as_such_not_streamed_forever(app
     page = alice.get(f"/messages/{message}").text
     assert "data-stream" not in page and "the app stopped before writing it" in page
     assert alice.events(message) == [("done", {})]
+
+
+def test_before_any_model_is_registered_the_app_says_what_to_run(tmp_path):
+    from webapp.main import create_app
+
+    alice = Person(create_app(app_config(tmp_path, f"nothing-yet-{uuid.uuid4().hex[:8]}")), "alice")
+    assert "run `make run` (or alignpipe run) first" in alice.get("/chat").text
+    sent = alice.post("/chat/send", {"text": "Hello?"})
+    message = int(re.search(r'data-stream="/chat/stream/(\d+)"', sent.text).group(1))
+    assert alice.events(message)[-1][0] == "failed"
+    assert "the model failed" in alice.get(f"/messages/{message}").text
