@@ -33,7 +33,7 @@ ForgetOp = Literal["none", "reset_top", "partial_reset", "shrink_perturb", "magn
 AnchorMode = Literal["offline", "online"]
 Objective = Literal["d2o", "dpo", "npo", "kto", "ga", "stable_alignment"]
 Weighting = Literal["none", "agreement"]
-Balance = Literal["none", "group"]
+Balance = Literal["none", "group", "source"]
 CiMethod = Literal["percentile", "BCa", "basic"]
 Metric = Literal["neg_logp_delta", "pos_logp_delta", "separation", "pref_accuracy"]
 GroupBy = Literal["source", "annotator", "policy_tier", "group"]
@@ -253,7 +253,7 @@ class LoraParams(Section):
 class TiersParams(Section):
     policies: Text = "policies.yaml"
     base: Annotated[list[Text], Field(min_length=1)] = ["champion", "challenger"]
-    max_rise: float = 0.0
+    max_rise: float = 0.05            # hand-written violation texts' log-prob rise (nats/token), upper bound
     max_helpful_drop: NonNegative = 0.5
     min_negatives: Count = 5
     min_probes: Count = 100           # fewer probe prompts: the rule is underpowered, never evidence of safety

@@ -25,9 +25,9 @@ def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired:
                        rated: bool = False, balance: str = "none") -> pd.DataFrame:
     """Training negatives (a seeded sample of ``max_prompts``); ``paired`` keeps only those
     whose pair has a positive in ``train`` (DPO needs both sides), ``rated`` those with a rating
-    and another rated response to the same prompt (Stable Alignment's groups). ``balance:
-    group`` samples each group (its ``group``, else its source) alike, so that a large source
-    does not drown a small one."""
+    and another rated response to the same prompt (Stable Alignment's groups). ``balance``
+    ``group`` samples each group (its ``group``, else its source) alike, ``source`` each source,
+    so that a large source does not drown a small one."""
     negatives = train[train["label"] == NEGATIVE].sort_values("id")
     if negatives.empty:
         raise ValueError("no training negatives: the train split holds no row labelled 'negative'")
@@ -43,17 +43,18 @@ def training_negatives(train: pd.DataFrame, max_prompts: int, seed: int, paired:
         if negatives.empty:
             raise ValueError("no rated groups: stable_alignment needs rated negatives with another rated response to "
                              "the same prompt in the train split (the sandbox's derived rows carry ratings)")
-    if balance == "group":
-        return balanced_sample(negatives, max_prompts, seed)
+    if balance != "none":
+        return balanced_sample(negatives, max_prompts, seed, balance)
     if max_prompts and len(negatives) > max_prompts:
         negatives = negatives.sample(n=max_prompts, random_state=seed)
     return negatives
 
 
-def balanced_sample(rows: pd.DataFrame, total: int, seed: int) -> pd.DataFrame:
-    """An equal share of ``total`` from each group (a group smaller than its share gives all it
-    has); ``total`` 0: as many from each group as the smallest holds."""
-    groups = [group for _, group in rows.groupby(group_keys(rows, "group"), sort=True)]
+def balanced_sample(rows: pd.DataFrame, total: int, seed: int, by: str = "group") -> pd.DataFrame:
+    """An equal share of ``total`` from each ``by`` (``group``: its group, else its source;
+    ``source``) (one smaller than its share gives all it has); ``total`` 0: as many from each
+    as the smallest holds."""
+    groups = [group for _, group in rows.groupby(group_keys(rows, by), sort=True)]
     share = total // len(groups) if total else min(len(group) for group in groups)
     return pd.concat([group.sample(n=min(len(group), max(share, 1)), random_state=seed) for group in groups])
 
