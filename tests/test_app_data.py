@@ -109,9 +109,10 @@ def test_a_later_turn_carries_its_conversation_and_the_export_leaves_out_what_in
     flag(db, alice, opening)
     flag(db, alice, twin, "good", "kind")
     flag(db, ghost, answered(db, ghost, "Hi", "Hello"))
+    flag(db, alice, answered(db, alice, "Hi", "Hel\x00lo"))   # an answer stored before answers were cleaned
     without_second_user = policies.model_copy(update={"users": {"tutor-user-1": policies.users["tutor-user-1"]}})
     done, lines = exported(db, without_second_user, tmp_path / "e.jsonl")
-    assert done.left_out == {"superseded": 1, "unknown_owner": 1}
+    assert done.left_out == {"control_character": 1, "superseded": 1, "unknown_owner": 1}
     assert [(line["prompt"], line["label"]) for line in lines] == [
         ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
           {"role": "user", "content": "Insult me"}], "negative"),
@@ -130,6 +131,13 @@ def test_reviews_route_a_flag_to_the_deployer_and_to_the_global_data(db, policie
     _, lines = exported(db, policies, tmp_path / "r.jsonl")
     assert [(line["owner"], line["policy_tier"], "reviewed_by" in line) for line in lines] == [
         ("kids-tutor", "deployer", True), ("tutor-user-1", "user", False)]
+
+
+def test_an_answer_is_stored_without_control_characters_and_without_the_next_turn():
+    from components.app.generation import answer_text
+
+    assert answer_text(" Owls\x00 hoot.\x07\n\nHuman: and you?", transcript=True) == "Owls hoot."
+    assert answer_text("Line one\nline\ttwo\x1b", transcript=False) == "Line one\nline\ttwo"
 
 
 def test_one_persons_share_of_a_version_is_capped_oldest_rows_first():

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from components.app.schema import Account, Conversation, Message
 from components.app.text_rules import TextRefused, checked_text
 
-DONE, STOPPED, FAILED, QUEUED = "done", "stopped", "failed", "queued"
+DONE, STOPPED, FAILED = "done", "stopped", "failed"   # a turn waiting for its answer is "queued"
 
 
 class NotYours(LookupError):

@@ -11,8 +11,9 @@ leave the database: each row's annotator is the account's salted pseudonym. Rout
 - a flag reaches the global (tier-1) data only through an admin's recorded review.
 
 A review holds for the revision it saw. Rows that would only be quarantined at ingest are left
-out here and counted: empty answers, an owner policies.yaml no longer knows, and a person's
-older row on the same prompt and answer for the same owner (the newest stands).
+out here and counted: empty answers, a control character in a text, an owner policies.yaml no
+longer knows, and a person's older row on the same prompt and answer for the same owner (the
+newest stands).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 from components.app import SOURCE
 from components.app.conversations import turns_of
 from components.app.schema import Feedback, Message, Snapshot
+from components.app.text_rules import has_control
 from components.atomic import write_text
 from components.data.consent import account_pseudonym
 from components.params import Params
@@ -80,6 +82,9 @@ def export_rows(session: Session, policies: Policies) -> tuple[list[dict], list[
     for row in rows:
         if not row.message.response.strip():
             left_out["empty_answer"] += 1
+            continue
+        if any(has_control(text) for text in (row.message.response, *(turn["content"] for turn in chats[row.message_id]))):
+            left_out["control_character"] += 1
             continue
         for owner, reviewer in owners_of(row):
             if owner and owner not in tiers:

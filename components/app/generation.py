@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from components.app.text_rules import without_control
+
 HH_NEXT_TURN = "\n\nHuman:"   # a transcript model (no chat template) would go on to write the user's turn
 KEPT_FINISHED = 256
 
@@ -107,5 +109,6 @@ class GenerationQueue:
 
 
 def answer_text(text: str, transcript: bool) -> str:
-    """The answer as stored: for a transcript model, cut where it starts the user's next turn."""
-    return (text.split(HH_NEXT_TURN, 1)[0] if transcript else text).strip()
+    """The answer as stored and shown: for a transcript model, cut where it starts the user's
+    next turn; without control characters (text_rules.without_control)."""
+    return without_control(text.split(HH_NEXT_TURN, 1)[0] if transcript else text).strip()

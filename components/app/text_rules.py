@@ -12,6 +12,16 @@ from components.errors import UserError
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def without_control(text: str) -> str:
+    """``text`` less its control characters: what a model wrote, made fit to show and to train on
+    (a byte-level tokenizer can decode a NUL, which ingest would quarantine)."""
+    return _CONTROL.sub("", text)
+
+
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
 class TextRefused(UserError, ValueError):
     """Input that breaks a text rule; the message says which, for the person who typed it."""
 
@@ -23,7 +33,7 @@ def checked_text(text: str, max_chars: int, what: str, required: bool = True) ->
         raise TextRefused(f"{what} is empty")
     if len(text) > max_chars:
         raise TextRefused(f"{what} is {len(text)} characters long; at most {max_chars}")
-    if _CONTROL.search(text):
+    if has_control(text):
         raise TextRefused(f"{what} holds a control character")
     try:
         text.encode("utf-8")
