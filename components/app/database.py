@@ -24,6 +24,9 @@ POSTGRES_DATABASE = "alignpipe_app"
 SQLITE_BUSY_MS = 30_000
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "alignpipe_read_only"   # an execution option: the transaction only reads
+# the web server runs up to 40 requests at once (its thread pool) beside the generation thread;
+# SQLAlchemy's default pool (5 + 10 connections) makes the rest wait, and fail after 30 s
+POOL = {"pool_size": 10, "max_overflow": 40}
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def sqlite_location(path: Path) -> Location:
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000}, **POOL)
 
     @event.listens_for(engine, "connect")
     def _pragmas(connection, _record) -> None:
@@ -90,7 +93,7 @@ def engine_for(location: Location) -> Engine:
     with _lock:
         if location not in _engines:
             engine = (_sqlite_engine(location.url) if location.kind == "sqlite" else
-                      create_engine(location.url, connect_args=dict(location.connect_args), pool_pre_ping=True))
+                      create_engine(location.url, connect_args=dict(location.connect_args), pool_pre_ping=True, **POOL))
             migrate(engine)
             _engines[location] = engine
         return _engines[location]
