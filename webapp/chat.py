@@ -19,7 +19,7 @@ from components.app.feedback import REASONS
 from components.app.generation import Busy, GenerationQueue, Job
 from components.app.schema import Feedback, Message
 from components.app.serving import NoModel, resolve
-from components.app.text_rules import TextRefused
+from components.app.text_rules import TextRefused, without_control
 from webapp.pages import go, render, signed_in
 from webapp.state import app_state
 
@@ -130,7 +130,7 @@ async def answer_events(generation: GenerationQueue, job: Job | None) -> AsyncIt
             yield _event("queue", {"position": generation.position(job)})
         if job.streamer is not None:
             while (text := await asyncio.to_thread(_next_text, job.streamer)) is not _END:
-                yield _event("token", {"text": text}) if text else ": waiting\n\n"
+                yield _event("token", {"text": without_control(text)}) if text else ": waiting\n\n"
         await asyncio.to_thread(job.finished.wait)
         yield _event("failed", {"error": job.error}) if job.error else _event("done", {})
     finally:
