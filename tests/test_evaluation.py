@@ -100,6 +100,7 @@ def params_file(tmp_path_factory) -> Path:
         "validation: {min_rows: 2}\n"
         f"sequence: {{max_prompt_tokens: {SEQ.max_prompt_tokens}, max_response_tokens: {SEQ.max_response_tokens}}}\n"
         f"evaluate: {{max_pairs: {FAST.max_pairs}, kl_prompts: {FAST.kl_prompts}, max_new_tokens: {FAST.max_new_tokens}}}\n"
+        f"tiers: {{policies: {REPO_ROOT / 'policies.yaml'}}}\n"   # from any working directory
     )
     return path
 
@@ -308,7 +309,6 @@ def test_cli_evaluate_scores_a_version_against_the_reference_it_was_registered_w
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "withdrawals.txt").write_text("# none\n")
-    shutil.copy(REPO_ROOT / "policies.yaml", tmp_path)
     shutil.copytree(other_tokenizer_dir, tmp_path / "artifacts" / "reference")
     capsys.readouterr()
 

@@ -224,4 +224,19 @@ def load_policies(path: str | Path = "policies.yaml") -> Policies:
                             f"{user.deployer!r}; known: {sorted(policies.deployers)}")
     if problems:
         raise PolicyError("\n".join(problems))
-    return policies
+    return _anchored(policies, path.resolve().parent)
+
+
+def _anchored(policies: Policies, folder: Path) -> Policies:
+    """Probe sources and files named relative to the policies file's own folder, so that a rule
+    finds its probes from any working directory (a test, a worker, a linked copy)."""
+    def anchor(rule: Rule) -> Rule:
+        where = lambda name: str(name if Path(name).is_absolute() else folder / name)  # noqa: E731
+        probe_set = rule.probe_set.model_copy(update={"source": where(rule.probe_set.source)}) if rule.probe_set else None
+        return rule.model_copy(update={"probe_set": probe_set, "probe_files": tuple(map(where, rule.probe_files))})
+
+    def tier(rules: Tier) -> Tier:
+        return rules.model_copy(update={"rules": tuple(map(anchor, rules.rules))})
+
+    return policies.model_copy(update={"global_": tier(policies.global_),
+                                       "deployers": {name: tier(t) for name, t in policies.deployers.items()}})
