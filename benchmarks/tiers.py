@@ -167,7 +167,7 @@ class Bench:
         model, figures = train_adapter(parent, self.tok, plan.rows[plan.rows["split"] == "train"], params, self.seed)
         decision = gate(model, self.tok, plan, self.policies, self.items, params, f"base + {deployer or 'nothing'}")
         self.adapters[name] = save_adapter(model, self.folder / name)
-        probes = decision.evidence[decision.evidence["check"].str.startswith("probe:tier1:")]
+        probes = decision.evidence[decision.evidence["check"].str.startswith("texts:tier1:")]   # the hand-written texts of tier 1
         rise = interval(probes, "change", BootstrapSettings.from_gate(params.gate, params.seed))
         relative = relative_probe_rise(model, self.tok, plan.rules(self.policies), params)
         untouched = digest(model.unload()) == parent_digest     # the parent's own weights, after training
