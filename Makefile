@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run personalize test test-fast repro ui prefect-ui clean
+PYTEST_ARGS ?=
+
+.PHONY: run personalize test test-rest test-fast repro ui prefect-ui clean
 
 run: $(RUNTIME)  ## set up, then run the retrain flow on the embedded default
 	$(BIN)/alignpipe run
@@ -13,11 +15,16 @@ run: $(RUNTIME)  ## set up, then run the retrain flow on the embedded default
 personalize: $(RUNTIME)  ## after `make run`: personal adapters for the deployers and users of policies.yaml
 	$(BIN)/alignpipe personalize
 
-test: $(DEV)  ## set up with dev extras, then run the whole test suite
-	$(BIN)/python -m pytest
+# The suite in two tiers, disjoint, together the whole of it (CI runs both: .ci/run).
+# PYTEST_ARGS passes options through, e.g. make test PYTEST_ARGS="--durations=25".
+test: $(DEV)  ## set up with dev extras, then the fast tests and one end-to-end smoke run (under 10 min)
+	$(BIN)/python -m pytest -m "not slow or smoke" $(PYTEST_ARGS)
 
-test-fast: $(DEV)  ## unit tests only (skips the slow end-to-end ones)
-	$(BIN)/python -m pytest -m "not slow"
+test-rest: $(DEV)  ## the other end-to-end tests: training, servers, the team's services (under 15 min)
+	$(BIN)/python -m pytest -m "slow and not smoke" $(PYTEST_ARGS)
+
+test-fast: $(DEV)  ## the fast tests alone, without the smoke run (about 2 min)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 repro: $(RUNTIME)  ## rebuild stale stages with DVC alone (no registry changes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated state per test session, and tiny saved models to load."""
+"""Shared fixtures: isolated state per test session, tiny saved models to load, and (from
+``shared_prefect`` and ``trained_project``) what the end-to-end tests share."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
 os.environ["ALIGNPIPE_PSEUDONYM_SALT"] = "alignpipe-tests-only"
 
 import components  # noqa: E402,F401  (applies the quiet/offline defaults)
+
+# session-wide fixtures of the end-to-end tests: one Prefect server, one trained project
+pytest_plugins = ["shared_prefect", "trained_project"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = REPO_ROOT / "data" / "sample" / "hh-rlhf-harmless-base.sample.jsonl.gz"

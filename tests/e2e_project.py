@@ -14,13 +14,23 @@ from conftest import REPO_ROOT
 from planted_data import write_planted
 
 BIN = Path(sys.executable).parent
+# Everything the tests depend on is pinned here, not inherited from the repo's params.yaml, whose
+# defaults are tuned for the bundled data and may change: the seed, the share of bad rows
+# quarantine tolerates (1%), the reference (the tiny default itself, tokenizer and SFT from the
+# data, shrunk to train in seconds), how negatives are sampled, the bootstrap, and the group gate
+# (the planted `group` column, reported per group, not a veto).
 SMALLEST = {
+    "seed": 0,
     "data": {"source": "data/planted.jsonl", "dev_fraction": 0.15, "test_fraction": 0.2, "owner_source": ""},
+    "validation": {"max_bad_fraction": 0.01},
+    "reference": {"model": "tiny", "vocab_size": 400, "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2},
+                  "sft": {"steps": 12, "batch_size": 8, "learning_rate": 2.0e-3, "warmup_steps": 20}},
     "sequence": {"max_prompt_tokens": 24, "max_response_tokens": 24},
     "cycles": {"count": 1, "anchors": {"k": 2, "max_new_tokens": 12},
-               "relearn": {"steps": 4, "batch_size": 8, "learning_rate": 5.0e-4, "max_prompts": 64}},
+               "relearn": {"objective": "d2o", "steps": 4, "batch_size": 8, "learning_rate": 5.0e-4, "max_prompts": 64,
+                           "balance": "none"}},
     "evaluate": {"kl_prompts": 4, "max_new_tokens": 8},
-    "gate": {"min_pairs": 40},
+    "gate": {"min_pairs": 40, "bootstrap_samples": 2000, "groups": {"by": "group", "rule": "pooled", "min_pairs": 15}},
 }
 GIT = ["git", "-c", "user.name=alignpipe tests", "-c", "user.email=tests@alignpipe.invalid"]
 
@@ -48,11 +58,18 @@ def make_project(root: Path, params: dict) -> Path:
     shutil.copytree(REPO_ROOT / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data").mkdir()
     shutil.copy(REPO_ROOT / "data" / "withdrawals.txt", root / "data" / "withdrawals.txt")
+    # bundled data that policies.yaml and the repo's params name (probe sets, the refusal classifier)
+    shutil.copytree(REPO_ROOT / "data" / "xstest", root / "data" / "xstest")
     write_planted(root / "data" / "planted.jsonl")
     (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), params)))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True)
     return root
+
+
+def alignpipe(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The command as a user types it in ``project``."""
+    return subprocess.run([str(BIN / "alignpipe"), *args], cwd=project, capture_output=True, text=True, env=env)
 
 
 def commit(project: Path, message: str) -> None:

@@ -1,7 +1,11 @@
 """The command line as a user types it, on the smallest configuration: ``alignpipe run`` in
-a fresh git + DVC project, then with another params file and ``-S`` overrides (before and
-after the command), bad data, ``alignpipe status``, ``dvc metrics diff`` and ``dvc plots show``.
-Also what the MLflow parent run holds for a reviewer afterwards."""
+a fresh git + DVC project (the session's shared trained project, ``trained_project.py``), then,
+in a copy of it, another params file and ``-S`` overrides (before and after the command), bad
+data, ``alignpipe status``, ``dvc metrics diff`` and ``dvc plots show``. Also what the MLflow
+parent run holds for a reviewer afterwards.
+
+``test_the_first_run_prints_a_command_that_works_as_pasted`` is the smoke test ``make test``
+runs: a newcomer's first run, end to end, and the model it registered loaded as printed."""
 
 from __future__ import annotations
 
@@ -13,19 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from e2e_project import BIN, SMALLEST, commit, make_project, merge
+from e2e_project import BIN, alignpipe
+from trained_project import EXPERIMENT, MODEL_NAME
 
 pytestmark = pytest.mark.slow
-MODEL_NAME = "cli-policy"
 ALT_MODEL_NAME = "cli-alt-policy"
-# the tiny default itself (tokenizer and SFT from the data), shrunk: it exercises the SFT loss history too
-TINY = {"reference": {"model": "tiny", "vocab_size": 400, "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2},
-                      "sft": {"steps": 12, "batch_size": 8}},
-        "registry": {"experiment": "cli", "model_name": MODEL_NAME}}
-
-
-def alignpipe(project, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "alignpipe"), *args], cwd=project, capture_output=True, text=True)
 
 
 def dvc(project, *args: str) -> subprocess.CompletedProcess:
@@ -33,21 +29,19 @@ def dvc(project, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("cli-project"), merge(SMALLEST, TINY))
+def project(trained, tmp_path_factory):
+    """This module's copy of the trained project: its later runs change the workspace."""
+    return trained.copy(tmp_path_factory.mktemp("cli") / "project")
 
 
 @pytest.fixture(scope="module")
-def first(project):
-    """A first run, committed with its pipeline state (what `dvc metrics diff` compares with)."""
-    done = alignpipe(project, "run")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    commit(project, "first run")
-    return done
+def first(trained):
+    """The first run, committed with its pipeline state (what `dvc metrics diff` compares with)."""
+    return trained.run
 
 
 @pytest.fixture(scope="module")
-def alternative(first, project):
+def alternative(first, project, on_shared_prefect):
     """`--params alt.yaml` after the command, with an override; then the same before it."""
     alt = yaml.safe_load((project / "params.yaml").read_text())
     alt["registry"]["model_name"] = ALT_MODEL_NAME
@@ -82,7 +76,7 @@ def test_the_parent_run_holds_what_a_reviewer_needs(first, project):
 
 def test_stage_runs_last_as_long_as_their_stages(first):
     run_id = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1").run_id
-    children = mlflow.search_runs(experiment_names=["cli"], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    children = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     seconds = dict(zip(children["tags.mlflow.runName"], (children["end_time"] - children["start_time"]).dt.total_seconds()))
     assert set(seconds) == {"simulate", "ingest", "reference", "cycles", "evaluate"}
     assert seconds["reference"] > 2 and seconds["cycles"] > 2, seconds  # not logged after the fact
@@ -90,6 +84,7 @@ def test_stage_runs_last_as_long_as_their_stages(first):
     assert len(history) == 12
 
 
+@pytest.mark.smoke
 def test_the_first_run_prints_a_command_that_works_as_pasted(first, project):
     load_line = next(line for line in first.stdout.splitlines() if line.strip().startswith("load it:"))
     command = load_line.split("load it:", 1)[1].strip()
@@ -148,7 +143,7 @@ def test_dvc_compares_runs_and_renders_plots(alternative, project):
     assert (project / "dvc_plots" / "index.html").exists()
 
 
-def test_bad_data_through_run_exits_2_with_the_error_once_and_no_traceback(alternative, project):
+def test_bad_data_through_run_exits_2_with_the_error_once_and_no_traceback(alternative, project, on_shared_prefect):
     lines = (project / "data/planted.jsonl").read_text().splitlines()
     lines[50:60] = ['{"prompt": "unterminated'] * 10
     (project / "data/bad.jsonl").write_text("\n".join(lines) + "\n")
@@ -162,7 +157,7 @@ def test_bad_data_through_run_exits_2_with_the_error_once_and_no_traceback(alter
     assert len(mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")) == versions
 
 
-def test_a_params_mistake_exits_2_naming_the_key(project):
+def test_a_params_mistake_exits_2_naming_the_key(project, on_shared_prefect):
     done = alignpipe(project, "run", "-S", "cycles.relearn.stpes=3")
     assert done.returncode == 2 and "cycles.relearn.stpes" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -1,6 +1,10 @@
 """Two real runs of one project at once: one trains and registers; a second started without
 ``--wait`` exits 2 at once naming the holder; one started with ``--wait`` waits, then finds
-the candidate already registered. Nothing is registered twice, nothing half-written."""
+the candidate already registered. Nothing is registered twice, nothing half-written.
+
+A fresh project of its own, not a copy of the shared trained one: the first run must hold the
+lock while the others meet it, and a run from scratch does, on any machine; its own state and
+Prefect's temporary servers too, as two people running at once have them."""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import mlflow
 import pytest
 
 from e2e_project import BIN, SMALLEST, commit, make_project, merge
-from test_commands_e2e import TINY
 
 pytestmark = pytest.mark.slow
 MODEL = "concurrent-policy"
@@ -20,10 +23,11 @@ MODEL = "concurrent-policy"
 
 def test_two_runs_at_once_one_waits_one_stops_naming_the_holder(tmp_path):
     (tmp_path / "project").mkdir()
-    project = make_project(tmp_path / "project", merge(SMALLEST, merge(TINY, {"registry": {"model_name": MODEL}})))
+    project = make_project(tmp_path / "project", merge(SMALLEST, {"registry": {"model_name": MODEL}}))
     commit(project, "project")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = os.environ | {"ALIGNPIPE_HOME": str(tmp_path / "state"), "MLFLOW_TRACKING_URI": tracking}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | \
+        {"ALIGNPIPE_HOME": str(tmp_path / "state"), "MLFLOW_TRACKING_URI": tracking}
 
     def start(*args: str) -> subprocess.Popen:
         return subprocess.Popen([str(BIN / "alignpipe"), "run", *args], cwd=project, env=env, text=True,

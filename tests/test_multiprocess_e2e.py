@@ -13,18 +13,14 @@ leaves on the metrics, measured.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
-import yaml
 
-from e2e_project import BIN, SMALLEST, make_project, merge
-from test_commands_e2e import TINY
+from e2e_project import BIN, set_params
 
 pytestmark = pytest.mark.slow
-SETTINGS = merge(SMALLEST, {"reference": TINY["reference"], "cycles": {"count": 2, "relearn": {"steps": 8},
-                                                                      "gate": {"enabled": False}}})
+CYCLES = {"cycles.count": 2, "cycles.relearn.steps": 8, "cycles.gate.enabled": False}
 # measured: at most 6.1e-8 (cycle 1 dev_neg_logp_delta; pref_accuracy equal), float32 rounding
 TOLERANCE = 1e-5   # nats/token on the log-prob deltas and the loss, share on pref_accuracy
 COMPARED = ("dev_neg_logp_delta", "dev_pos_logp_delta", "dev_separation", "dev_pref_accuracy", "relearn_train_loss")
@@ -36,14 +32,12 @@ def repro(project, target: str) -> str:
     return done.stdout
 
 
-def test_two_processes_train_the_policy_one_process_trains(tmp_path):
-    (tmp_path / "one").mkdir()
-    one = make_project(tmp_path / "one", SETTINGS)
-    repro(one, "reference")
-    two = shutil.copytree(one, tmp_path / "two", symlinks=True)
-    params = yaml.safe_load((two / "params.yaml").read_text())
-    params["compute"] = {"processes": 2}
-    (two / "params.yaml").write_text(yaml.safe_dump(params))
+def test_two_processes_train_the_policy_one_process_trains(trained, tmp_path):
+    """Both projects are copies of the shared trained one (its dataset and reference), with
+    the cycles stage's settings changed, so that only it runs again."""
+    one, two = (trained.copy(tmp_path / name) for name in ("one", "two"))
+    set_params(one, CYCLES)
+    set_params(two, CYCLES | {"compute.processes": 2})
 
     outputs = [repro(project, "cycles") for project in (one, two)]
 

@@ -15,15 +15,18 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import REPO_ROOT, SAMPLE
-from e2e_project import make_project
-from test_commands_e2e import alignpipe
+from e2e_project import alignpipe, make_project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("on_shared_prefect")]
 BASE_NAME = "personal-base"
 # the embedded default (bundled HH-RLHF sample and owner feedback, the tiny reference as it
-# ships), with the base's forget-and-relearn cut to one short cycle: adapters are the point here
-SETTINGS = {"data": {"source": "data/hh.jsonl.gz", "owner_source": "data/owner-feedback.jsonl"},
-            "cycles": {"count": 1, "relearn": {"steps": 4}},
+# ships), with the base's forget-and-relearn cut to one short cycle: adapters are the point here.
+# The base's splits and its cycle's sampling are pinned as this test was written against (the
+# default's tuning for its two sources moves them: all negatives a cycle, 30% of HH held out)
+SETTINGS = {"data": {"source": "data/hh.jsonl.gz", "owner_source": "data/owner-feedback.jsonl",
+                     "dev_fraction": 0.05, "test_fraction": 0.1},
+            "cycles": {"count": 1, "anchors": {"k": 4, "max_new_tokens": 32},
+                       "relearn": {"steps": 4, "max_prompts": 128, "balance": "none"}},
             "evaluate": {"kl_prompts": 4, "max_new_tokens": 8},
             "registry": {"experiment": "personal", "model_name": BASE_NAME}}
 ADVERSARY = "adversary"

@@ -3,43 +3,33 @@ again on other data (another tokenizer, so another reference), ``alignpipe evalu
 first version still scores it, with the figures it had when it was registered, on the same
 pairs; the working tree's new reference would refuse it.
 
-It needs one project after one ``alignpipe run`` (``first_run``): a project shared with other
-tests fits, if this test runs after them, since it reruns the pipeline on other data (through
-``-S data.source``: params.yaml and the planted file stay as they were)."""
+The first version is the shared trained project's (``trained_project.py``), scored in a copy of
+that project, so that the run on other data changes no one else's workspace; that run
+registers under a name of its own (``RERUN_NAME``), leaving the shared model's versions alone.
+The other data comes through ``-S data.source``: params.yaml and the planted file stay as
+they were."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
-from e2e_project import BIN, SMALLEST, commit, make_project, merge
+from e2e_project import alignpipe
 from planted_data import planted_rows, write_planted
+from trained_project import MODEL_NAME
 
-pytestmark = pytest.mark.slow
-MODEL_NAME = "own-reference-policy"
-# the tiny default itself (tokenizer and SFT from the data: other data, another reference), shrunk
-TINY = {"reference": {"model": "tiny", "vocab_size": 400, "tiny": {"n_layer": 1, "n_embd": 32, "n_head": 2},
-                      "sft": {"steps": 12, "batch_size": 8}},
-        "registry": {"experiment": "own-reference", "model_name": MODEL_NAME}}
-
-
-def alignpipe(project, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "alignpipe"), *args], cwd=project, capture_output=True, text=True)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("on_shared_prefect")]
+RERUN_NAME = "own-reference-policy"
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("own-reference-project"), merge(SMALLEST, TINY))
-    done = alignpipe(project, "run")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"{MODEL_NAME} v1 registered" in done.stdout
-    commit(project, "first run")
-    return project
+def first_run(trained, tmp_path_factory):
+    """A project after one ``alignpipe run`` that registered ``MODEL_NAME`` v1, committed."""
+    return trained.copy(tmp_path_factory.mktemp("own-reference") / "project")
 
 
-def evaluate_v1(project, out: str, *extra: str) -> subprocess.CompletedProcess:
+def evaluate_v1(project, out: str, *extra: str):
     return alignpipe(project, "evaluate", "--model", f"models:/{MODEL_NAME}/1", "--pairs", "pairs.jsonl",
                      "--max-pairs", "40", "--out", out, *extra)
 
@@ -55,9 +45,9 @@ def test_an_old_version_is_scored_against_its_own_reference_after_a_run_on_other
     assert then.returncode == 0, then.stderr[-3000:]
 
     write_planted(project / "data" / "other.jsonl", planted_rows(seed=1))   # other answers: another tokenizer
-    again = alignpipe(project, "run", "-S", "data.source=data/other.jsonl")
+    again = alignpipe(project, "run", "-S", "data.source=data/other.jsonl", "-S", f"registry.model_name={RERUN_NAME}")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert f"{MODEL_NAME} v2 registered" in again.stdout
+    assert f"{RERUN_NAME} v1 registered" in again.stdout
 
     tree = evaluate_v1(project, "tree.json", "--reference", "artifacts/reference")
     assert tree.returncode == 2 and "tokenizer differs from the reference" in tree.stderr, tree.stderr[-3000:]

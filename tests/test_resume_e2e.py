@@ -19,14 +19,12 @@ import time
 import pytest
 import yaml
 
-from e2e_project import BIN, SMALLEST, make_project, merge
-from test_commands_e2e import TINY
+from e2e_project import BIN, set_params
 
 pytestmark = pytest.mark.slow
 # two cycles, each relearning 16 steps with a checkpoint every 4: a kill lands in a cycle's
 # sampling, training or scoring, or between cycles
-RESUMABLE = merge(SMALLEST, {"reference": TINY["reference"],
-                             "cycles": {"count": 2, "checkpoint_steps": 4, "relearn": {"steps": 16}}})
+RESUMABLE = {"cycles.count": 2, "cycles.checkpoint_steps": 4, "cycles.relearn.steps": 16}
 STAGE = [str(BIN / "alignpipe"), "--params", "artifacts/params.yaml", "stage", "cycles"]
 
 
@@ -50,10 +48,10 @@ def cycle_records(project) -> dict:
     return summary
 
 
-def test_a_cycles_stage_killed_at_a_random_moment_resumes_to_the_same_outputs(tmp_path):
-    (tmp_path / "base").mkdir()
-    base = make_project(tmp_path / "base", RESUMABLE)
-    dvc(base, "repro", "reference")
+def test_a_cycles_stage_killed_at_a_random_moment_resumes_to_the_same_outputs(trained, tmp_path):
+    base = trained.copy(tmp_path / "base")   # the shared trained project's dataset and reference
+    set_params(base, RESUMABLE)
+    dvc(base, "repro", "reference")          # resolves the params the killed stage reads; nothing to train
     straight, killed = (shutil.copytree(base, tmp_path / name, symlinks=True) for name in ("straight", "killed"))
 
     started = time.monotonic()

@@ -38,7 +38,7 @@ FAST_COMMANDS = [
     ["adapter", "rollback", "kids-tutor"],
     ["evaluate", "--model", "models:/alignpipe-policy@champion", "--pairs", "pairs.jsonl"],
 ]
-FLOW_COMMANDS = [["run"], ["personalize"], ["simulate"]]   # each starts Prefect's temporary server first
+FLOW_COMMANDS = [["run"], ["personalize"], ["simulate"]]   # each talks to a Prefect server first: the session's
 
 
 def free_port() -> int:
@@ -55,9 +55,9 @@ def project(tmp_path):
     return tmp_path
 
 
-def alignpipe(project, uri: str, *args: str) -> subprocess.CompletedProcess:
+def alignpipe(project, uri: str, *args: str, prefect: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"} | ({"PREFECT_API_URL": prefect} if prefect else {})
     return subprocess.run([str(BIN / "alignpipe"), *args], cwd=project, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -110,9 +110,10 @@ def refusing():
 
 @pytest.mark.parametrize("command", FAST_COMMANDS + [pytest.param(c, marks=pytest.mark.slow) for c in FLOW_COMMANDS],
                          ids=" ".join)
-def test_a_dead_server_is_one_line_naming_it_masked(project, command):
+def test_a_dead_server_is_one_line_naming_it_masked(project, command, request):
     port = free_port()   # closed again: nothing listens there
-    done = alignpipe(project, f"http://user:{PASSWORD}@127.0.0.1:{port}", *command)
+    prefect = request.getfixturevalue("prefect_api_url") if command in FLOW_COMMANDS else None
+    done = alignpipe(project, f"http://user:{PASSWORD}@127.0.0.1:{port}", *command, prefect=prefect)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-3000:]
     assert PASSWORD not in output and "Traceback" not in output, output[-3000:]

@@ -1,8 +1,9 @@
-"""The sandbox end to end on the command line, on the smallest configuration: `alignpipe run`,
-then `alignpipe simulate` killed (SIGKILL) after its first round and run again (it resumes and
-ends with the records of an uninterrupted run), then `alignpipe run -S sandbox.enabled=true`:
-the sandbox's rows are ingested beside the planted data, named in the data card, and retrain
-registers a new version from them."""
+"""The sandbox end to end on the command line, on the smallest configuration: a project after
+`alignpipe run` (a copy of the shared trained project, registered again under this module's
+name: nothing to train), then `alignpipe simulate` killed (SIGKILL) after its first round and run
+again (it resumes and ends with the records of an uninterrupted run), then `alignpipe run -S
+sandbox.enabled=true`: the sandbox's rows are ingested beside the planted data, named in the
+data card, and retrain registers a new version from them."""
 
 from __future__ import annotations
 
@@ -16,23 +17,22 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from e2e_project import BIN, SMALLEST, make_project, merge
-from test_commands_e2e import alignpipe
+from e2e_project import BIN, alignpipe, set_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("on_shared_prefect")]
 NAME = "sandbox-policy"
-SETTINGS = merge(SMALLEST, {
-    "registry": {"experiment": "sandbox", "model_name": NAME},
-    "sandbox": {"agents": 4, "rounds": 3, "memories_per_agent": 12, "retrieval": "lexical", "max_new_tokens": 12,
-                "questions": "data/planted.jsonl", "memories": "data/planted.jsonl"},
-})
+SETTINGS = {"registry.experiment": "sandbox", "registry.model_name": NAME,
+            "sandbox.agents": 4, "sandbox.rounds": 3, "sandbox.memories_per_agent": 12, "sandbox.retrieval": "lexical",
+            "sandbox.max_new_tokens": 12, "sandbox.questions": "data/planted.jsonl", "sandbox.memories": "data/planted.jsonl"}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("sandbox-project"), SETTINGS)
+def project(trained, tmp_path_factory):
+    root = trained.copy(tmp_path_factory.mktemp("sandbox") / "project")
+    set_params(root, SETTINGS)
     done = alignpipe(root, "run")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{NAME} v1 registered" in done.stdout, done.stdout[-3000:]
     return root
 
 
