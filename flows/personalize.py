@@ -62,7 +62,11 @@ def _register(plan, base, decision, figures: dict, dirs: list[Path], manifest: d
             mlflow.log_artifacts(scratch, artifact_path="evidence")
         model_uri = log_adapter_model(dirs, base.uri)
         tags = steps.tags_for(plan, base, decision, figures, dataset_version) | version_tags(manifest)
-        description = "\n".join([note, "", *decision.checks, "", card])
+        # judged lines, the data card, then the underpowered rules' INFO lines: a version's
+        # description holds 5,000 characters, and what is cut should be what decides nothing
+        judged = [line for line in decision.checks if not line.startswith("INFO")]
+        reported = [line for line in decision.checks if line.startswith("INFO")]
+        description = "\n".join([note, "", *judged, "", card, "", *reported])
         return registry.register_candidate(model_uri, adapter_model_name(plan.owner), tags, description)
 
 

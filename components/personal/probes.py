@@ -61,11 +61,11 @@ def family(rule: Rule, tier: str, data: DataParams) -> ProbeFamily:
         held_out = probe_set_pairs(rule.probe_set, data)
         frames.append(held_out)
         origins.append(f"{held_out['prompt'].nunique()} held-out {rule.probe_set.group} prompts of "
-                       f"{rule.probe_set.source}")
+                       f"{Path(rule.probe_set.source).name}")   # short: every line names it
     for path in rule.probe_files:
         rows = read_probe_file(Path(path))
         frames.append(rows)
-        origins.append(f"{len(rows)} from {path}")
+        origins.append(f"{len(rows)} from {Path(path).name}")
     probes = pd.concat(frames, ignore_index=True)
     prompts = tuple(dict.fromkeys(probes["prompt"]))
     return ProbeFamily(rule, tier, prompts, probes.dropna(subset=["acceptable", "violation"]).reset_index(drop=True),
