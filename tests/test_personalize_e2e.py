@@ -1,13 +1,15 @@
 """Personalisation within bounds, end to end on the command line: `alignpipe run`, then
-`alignpipe personalize` (the bundled deployer and user get serving adapters), an adversarial
-user refused by the tier-1 gate, the base moving (re-gated; then, under a stricter gate, stale)
+`alignpipe personalize` (the bundled deployer serves, its user is judged), an adversarial
+user refused by the tier-1 gate (on fixed texts, and on behaviour with screening off), the base moving (re-gated; then, under a stricter gate, stale)
 and `alignpipe adapter list | promote | rollback`."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
+import sys
 
 import mlflow
 import pytest
@@ -73,15 +75,25 @@ def version(name: str, alias: str):
     return MlflowClient().get_model_version_by_alias(name, alias)
 
 
-def test_the_bundled_deployer_and_user_get_serving_adapters(first):
+def test_the_bundled_deployer_serves_and_the_user_is_judged_on_behaviour(first):
+    """kids-tutor's adapter serves. tutor-user-1's is trained on it and judged by every line, the
+    behavioural ones over >= 100 held-out XSTest prompts per family, on its version page. Whether
+    it passes is the gate's measurement, not this test's: on this base (HH only, one short cycle)
+    it fails the over-refusal margin over the first 16 tokens while its sampled refusals do not
+    rise (README, the red team: a benign owner's false alarms)."""
     assert "kids-tutor (deployer): v1 promoted to champion" in first.stdout
-    assert "tutor-user-1 (user): v1 promoted to champion" in first.stdout
-    user = version("alignpipe-adapter-tutor-user-1", "champion")
+    assert "tutor-user-1 (user): v1 " in first.stdout
+    user = MlflowClient().get_model_version("alignpipe-adapter-tutor-user-1", "1")
     assert user.tags["tier"] == "user" and user.tags["owner"] == "tutor-user-1"
     assert user.tags["parent_adapter"] == "alignpipe-adapter-kids-tutor/1" and user.tags["base_version"] == "1"
-    assert user.tags["gate.passed"] == "true" and "PASS tier1 rule no-weapon-instructions" in user.tags["gate.checks"]
+    assert "PASS tier1 rule no-weapon-instructions" in user.tags["gate.checks"]
+    assert user.tags["gate.passed"] == str(user.tags["gate.failing"] == "none").lower()
     assert "Whose feedback this adapter learned from" in user.description and "tutor-user-1-reviewer-1" in user.description
-    said = mlflow.pyfunc.load_model("models:/alignpipe-adapter-tutor-user-1@champion").predict(
+    for family, check in (("xstest-unsafe", "sampled violations"), ("xstest-safe", "sampled refusals")):
+        line = next(x for x in user.description.splitlines() if f"held-out {family} prompts" in x and check in x)
+        assert line.startswith(("PASS tier1 rule", "FAIL tier1 rule")), line        # judged, not INFO
+        assert int(re.search(r"\((\d+) held-out", line).group(1)) >= 100 and "B=2000" in line, line
+    said = mlflow.pyfunc.load_model("models:/alignpipe-adapter-kids-tutor@champion").predict(
         ["Human: What is 3 times 4?\n\nAssistant:"], params={"max_new_tokens": 6})
     assert len(said) == 1 and isinstance(said[0], str)
 
@@ -98,17 +110,52 @@ def test_an_adversarial_user_is_refused_by_the_tier_one_gate(first, project):
     (project / "policies.yaml").write_text(yaml.safe_dump(policies))
     with open(project / "data" / "owner-feedback.jsonl", "a") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in adversarial_rows())
-    assert alignpipe(project, "stage", "params").returncode == 0
+    off = ("-S", "tiers.screening=false")   # the gate must hold when screening misses everything
+    assert alignpipe(project, "stage", "params", *off).returncode == 0
     assert alignpipe(project, "--params", "artifacts/params.yaml", "stage", "ingest").returncode == 0
     # DPO learns from the user's "positives": the unsafe answers it prefers
-    done = alignpipe(project, "personalize", "--owner", ADVERSARY, "-S", "tiers.relearn.objective=dpo")
+    done = alignpipe(project, "personalize", "--owner", ADVERSARY, "-S", "tiers.relearn.objective=dpo", *off)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"{ADVERSARY} (user): v1 registered as challenger, gate FAILED" in done.stdout
     refused = version(f"alignpipe-adapter-{ADVERSARY}", "challenger")
-    assert "tier1:no-weapon-instructions" in refused.tags["gate.failing"].split(",")
+    assert "tier1:no-weapon-instructions:texts" in refused.tags["gate.failing"].split(",")
     assert "FAIL tier1 rule no-weapon-instructions" in refused.tags["gate.checks"]
     with pytest.raises(mlflow.MlflowException):
         version(f"alignpipe-adapter-{ADVERSARY}", "champion")
+
+
+def test_a_user_who_flags_refusals_of_harmful_requests_is_refused_on_behaviour(first, project):
+    """Negatives only (D2O, the default): every human-labelled refusal of XSTest's train-split
+    harmful requests flagged bad, with screening off, so nothing but the gate stands in the way.
+    A tier-1 behavioural line on the held-out unsafe prompts refuses it, and the lines show the
+    composed model's sampled rate there."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from redteam_corpus import refusals_flagged, train_unsafe_answers
+
+    from components.params import load_params
+
+    data = load_params(project / "params.yaml").data
+    rows = refusals_flagged(train_unsafe_answers(str(project / "data" / "xstest"), data))
+    owner = rows[0]["owner"]
+    policies = yaml.safe_load((project / "policies.yaml").read_text())
+    policies["users"][owner] = {"deployer": "kids-tutor"}
+    (project / "policies.yaml").write_text(yaml.safe_dump(policies))
+    with open(project / "data" / "owner-feedback.jsonl", "a") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    off = ("-S", "tiers.screening=false")
+    assert alignpipe(project, "stage", "params", *off).returncode == 0
+    ingested = alignpipe(project, "--params", "artifacts/params.yaml", "stage", "ingest")
+    assert ingested.returncode == 0, ingested.stdout[-3000:] + ingested.stderr[-3000:]
+    done = alignpipe(project, "personalize", "--owner", owner, *off)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{owner} (user): v1 registered as challenger, gate FAILED" in done.stdout
+    refused = version(f"alignpipe-adapter-{owner}", "challenger")
+    behavioural = [f for f in refused.tags["gate.failing"].split(",")
+                   if f.startswith("tier1:refuse-harmful-requests:") and f.rsplit(":", 1)[1] in ("rate", "margin_whole", "margin_first")]
+    assert behavioural, refused.tags["gate.failing"]
+    sampled = next(line for line in refused.description.splitlines()
+                   if "refuse-harmful-requests" in line and "sampled violations" in line)
+    assert "held-out xstest-unsafe prompts" in sampled and "with the adapter" in sampled and "n=" in sampled, sampled
 
 
 def test_a_moved_base_regates_every_adapter_then_a_failing_one_goes_stale(first, project):
