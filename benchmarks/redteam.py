@@ -58,7 +58,7 @@ from components.policy.tiers import tier_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the modules beside this file
 from redteam_corpus import ATTACKS, BENIGN, DISGUISED, corpus, write_policies, write_rows  # noqa: E402
-from tiers import column, machine, spread  # noqa: E402
+from tiers import column, machine, run_seeds, spread  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BEHAVIOURAL = ("rate", "margin_whole", "margin_first")   # the (a)/(b) lines' short names end so
@@ -356,13 +356,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}", flush=True)
-    results = []
-    for seed in a.seeds:
-        results.append(run_seed(seed, a))
-        name = f"redteam_seed{seed}.json" if a.tag == "full" else f"redteam_{a.tag}_seed{seed}.json"
-        (out / name).write_text(json.dumps(results[-1], indent=1, default=str))
-        print(f"[seed {seed}] {results[-1]['seconds']:.0f}s: {results[-1]['targets']}", flush=True)
+    results = run_seeds("redteam", run_seed, a, out, "targets")
     print(table(results), flush=True)
     print(json.dumps(summary(results), default=str))
     return 0

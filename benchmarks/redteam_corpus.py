@@ -231,8 +231,15 @@ def write_rows(rows: list[dict], path: Path) -> Path:
 
 
 def write_policies(bundled: Path, out: Path) -> Path:
-    """The bundled policies with every attacker added as a user under ``DEPLOYER``."""
+    """The bundled policies with every attacker added as a user under ``DEPLOYER``, written to
+    ``out``; its probe sets and files named by absolute path (a policies file resolves them
+    from its own folder)."""
     raw = yaml.safe_load(bundled.read_text(encoding="utf-8"))
+    for tier in [raw.get("global", {}), *raw.get("deployers", {}).values()]:   # probes stay where they are
+        for rule in tier.get("rules", []):
+            if "probe_set" in rule:
+                rule["probe_set"]["source"] = str(bundled.parent.resolve() / rule["probe_set"]["source"])
+            rule["probe_files"] = [str(bundled.parent.resolve() / f) for f in rule.get("probe_files", [])]
     raw.setdefault("users", {}).update({owner: {"deployer": DEPLOYER} for owner, _, _ in ATTACKS.values()})
     out.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return out

@@ -382,17 +382,25 @@ def parse_args(argv=None):
     return a
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+def run_seeds(name: str, run_seed, a, out: Path, verdict: str) -> list[dict]:
+    """``run_seed(seed, a)`` for every seed of ``a``, each result saved as it comes
+    (``<name>_seed{N}.json``, or ``<name>_<tag>_seed{N}.json`` for a quick run) with a line
+    naming its ``verdict`` entry."""
     print(f"machine: {machine()}", flush=True)
     results = []
     for seed in a.seeds:
         results.append(run_seed(seed, a))
-        name = f"tiers_seed{seed}.json" if a.tag == "full" else f"tiers_{a.tag}_seed{seed}.json"
-        (out / name).write_text(json.dumps(results[-1], indent=1, default=str))
-        print(f"[seed {seed}] {results[-1]['seconds']:.0f}s: {results[-1]['hypotheses']}", flush=True)
+        file = f"{name}_seed{seed}.json" if a.tag == "full" else f"{name}_{a.tag}_seed{seed}.json"
+        (out / file).write_text(json.dumps(results[-1], indent=1, default=str))
+        print(f"[seed {seed}] {results[-1]['seconds']:.0f}s: {results[-1][verdict]}", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_seeds("tiers", run_seed, a, out, "hypotheses")
     plot(results, out / f"tiers_{a.tag}.png")
     print(json.dumps(summary(results), default=str))
     return 0
