@@ -6,6 +6,10 @@ RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
 PYTEST_ARGS ?=
+# test files run in parallel, one process per worker, each file on one worker (its module
+# fixtures stay together); end-to-end tests spend much of their time starting processes
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: run personalize test test-rest test-fast repro ui prefect-ui clean
 
@@ -18,13 +22,13 @@ personalize: $(RUNTIME)  ## after `make run`: personal adapters for the deployer
 # The suite in two tiers, disjoint, together the whole of it (CI runs both: .ci/run).
 # PYTEST_ARGS passes options through, e.g. make test PYTEST_ARGS="--durations=25".
 test: $(DEV)  ## set up with dev extras, then the fast tests and one end-to-end smoke run (under 10 min)
-	$(BIN)/python -m pytest -m "not slow or smoke" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow or smoke" $(PYTEST_ARGS)
 
 test-rest: $(DEV)  ## the other end-to-end tests: training, servers, the team's services (under 15 min)
-	$(BIN)/python -m pytest -m "slow and not smoke" $(PYTEST_ARGS)
+	$(PYTEST) -m "slow and not smoke" $(PYTEST_ARGS)
 
 test-fast: $(DEV)  ## the fast tests alone, without the smoke run (about 2 min)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 repro: $(RUNTIME)  ## rebuild stale stages with DVC alone (no registry changes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
