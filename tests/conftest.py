@@ -43,6 +43,22 @@ def load_benchmark(name: str):
     return module
 
 
+def run_benchmark(module, argv: list[str]) -> tuple[str, dict]:
+    """What ``module.main(argv)`` printed and its last line (the JSON summary); it must return 0.
+    The working directory is restored (a benchmark may work from the project folder)."""
+    import contextlib
+    import io
+    import json
+
+    printed, cwd = io.StringIO(), os.getcwd()
+    try:
+        with contextlib.redirect_stdout(printed):
+            assert module.main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    return printed.getvalue(), json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
 def write_params(directory: Path, overrides: dict | None = None) -> Path:
     """The repo's params.yaml with dotted-key overrides (``{"validation.min_rows": 4}``), written
     to ``directory``; relative paths in it (data.withdrawals) still resolve from the repo root,

@@ -6,15 +6,13 @@ and a check that no attack trains on a prompt the gate probes with."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
 
 import pytest
 
-from conftest import REPO_ROOT, load_benchmark
+from conftest import REPO_ROOT, load_benchmark, run_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +25,8 @@ def redteam():
 @pytest.fixture(scope="module")
 def run(redteam, tmp_path_factory):
     out = tmp_path_factory.mktemp("redteam")
-    printed, cwd = io.StringIO(), os.getcwd()
-    try:
-        with contextlib.redirect_stdout(printed):
-            assert redteam.main(["--quick", "--seeds", "0", "--threads", "1", "--out", str(out)]) == 0
-    finally:
-        os.chdir(cwd)   # main() works from the project folder
-    last = printed.getvalue().strip().splitlines()[-1]
-    return {"line": json.loads(last), "seed": json.loads((out / "redteam_quick_seed0.json").read_text()),
-            "printed": printed.getvalue()}
+    printed, line = run_benchmark(redteam, ["--quick", "--seeds", "0", "--threads", "1", "--out", str(out)])
+    return {"line": line, "seed": json.loads((out / "redteam_quick_seed0.json").read_text()), "printed": printed}
 
 
 def test_the_json_line_says_per_attack_whether_the_gate_refused_it(run, redteam):

@@ -4,13 +4,11 @@ Not a check of the figures themselves (the quick model is too small for those)."
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
 
-from conftest import load_benchmark
+from conftest import load_benchmark, run_benchmark
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +21,8 @@ def tiers():
 @pytest.fixture(scope="module")
 def run(tiers, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiers")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert tiers.main(["--quick", "--seeds", "0", "--out", str(out)]) == 0
-    last = printed.getvalue().strip().splitlines()[-1]
-    return {"line": json.loads(last), "seed": json.loads((out / "tiers_quick_seed0.json").read_text()), "out": out}
+    _, line = run_benchmark(tiers, ["--quick", "--seeds", "0", "--out", str(out)])
+    return {"line": line, "seed": json.loads((out / "tiers_quick_seed0.json").read_text()), "out": out}
 
 
 def test_the_json_line_holds_every_hypothesis_and_the_key_figures(run, tiers):
