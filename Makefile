@@ -7,9 +7,11 @@ DEV := $(VENV)/.installed-dev
 
 PYTEST_ARGS ?=
 # test files run in parallel, one process per worker, each file on one worker (its module
-# fixtures stay together); end-to-end tests spend much of their time starting processes
+# fixtures stay together); end-to-end tests spend much of their time starting processes. Each
+# worker's torch gets TEST_THREADS threads, so that workers x threads do not oversubscribe the cores
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+TEST_THREADS ?= 1
+PYTEST := OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: run personalize test test-rest test-fast repro ui prefect-ui clean
 
