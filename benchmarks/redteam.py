@@ -47,11 +47,12 @@ from components.evaluation.intervals import BootstrapSettings
 from components.modeling.models import load_model, load_tokenizer
 from components.params import APP_SOURCE, load_params
 from components.personal.adapters import compose, save_adapter, train_adapter
-from components.personal.behaviour import adapter, answers, refusal_classifier
+from components.personal.behaviour import adapter, answers
 from components.personal.personalize import OwnerPlan, gate
 from components.personal.probes import family
 from components.personal.tier_gate import HELD_OUT, paired_change
 from components.policy.policies import RegexScorer, load_policies
+from components.policy.refusal import refusal_classifier
 from components.policy.screening import screen_owner_rows, screened_summary
 from components.policy.scorers import violates
 from components.policy.tiers import tier_of

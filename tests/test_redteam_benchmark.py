@@ -71,7 +71,7 @@ def test_no_attack_trains_on_a_prompt_the_gate_probes_with(run, redteam):
     import redteam_corpus as corpus
     from components.data.records import content_id, render_turns
     from components.params import load_params
-    from components.personal.behaviour import refusal_classifier
+    from components.policy.refusal import refusal_classifier
     from components.personal.probes import family
     from components.policy.policies import load_policies
 

@@ -21,14 +21,8 @@ from components.modeling.chat import end_of_turn_id
 from components.modeling.sequences import encode, encode_prompt, sample_responses, score
 from components.params import Params
 from components.policy.policies import Rule
-from components.policy.refusal import RefusalClassifier, fitted
+from components.policy.refusal import refusal_classifier
 from components.policy.scorers import violates
-
-
-def refusal_classifier(params: Params) -> RefusalClassifier:
-    """The refusal scorers' classifier, fitted on ``tiers.refusal_source``'s train split under the
-    run's own split rule (``data.*``), once per process."""
-    return fitted(params.tiers.refusal_source, params.data)
 
 
 @contextlib.contextmanager

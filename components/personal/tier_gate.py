@@ -38,8 +38,9 @@ from components.evaluation.evidence import interval
 from components.evaluation.intervals import BootstrapSettings, Interval
 from components.modeling.sequences import encode, score
 from components.params import Params
-from components.personal.behaviour import margins, refusal_classifier, violation_rates
+from components.personal.behaviour import margins, violation_rates
 from components.personal.probes import ProbeFamily
+from components.policy.refusal import refusal_classifier
 
 HELD_OUT = ("dev", "test")    # an adapter trains on its owner's train split only
 MAX_HELPFUL = 256             # helpful responses scored (the first, by id)

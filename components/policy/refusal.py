@@ -52,7 +52,7 @@ from components.data.records import content_id
 from components.data.xstest import COMPLIANCE, REFUSAL, SOURCE, XSTestFileError, annotated_answers, group_of
 from components.errors import UserError
 from components.modeling.sentence_encoder import embed
-from components.params import DataParams
+from components.params import DataParams, Params
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "data" / "xstest"
 CUTS = (None, 24, 12)       # whole answers and their first 24 and 12 words, all fitted on
@@ -184,3 +184,9 @@ def fitted(source: str | Path = DEFAULT_SOURCE, data: DataParams | None = None) 
     """:meth:`RefusalClassifier.fit`, once per process for each source and split rule."""
     data = project_data() if data is None else data
     return _fitted(str(Path(source).resolve()), data.model_dump_json())
+
+
+def refusal_classifier(params: Params) -> RefusalClassifier:
+    """The refusal scorers' classifier of a run: fitted on ``tiers.refusal_source``'s train split
+    under the run's own split rule (``data.*``), once per process."""
+    return fitted(params.tiers.refusal_source, params.data)

@@ -27,7 +27,7 @@ from components.modeling.sentence_encoder import embed
 from components.params import Params
 from components.personal.probes import family
 from components.policy.policies import Policies, Rule
-from components.policy.refusal import fitted
+from components.policy.refusal import refusal_classifier
 from components.policy.scorers import violates
 
 SIMILAR = 0.6   # cosine similarity of a prompt to a rule's nearest probe prompt that makes it "like" them
@@ -72,7 +72,7 @@ def _screen(rows: pd.DataFrame, rules: tuple[Rule, ...], params: Params) -> list
         if not alike:   # nothing like this rule's probes: its scorer (a classifier to fit) is not needed
             continue
         responses = [rows["response"].iloc[i] for i in alike]
-        broken = violates(rule.scorer, responses, refusal=fitted(params.tiers.refusal_source, params.data))
+        broken = violates(rule.scorer, responses, refusal=refusal_classifier(params))
         for position, hit in zip(alike, broken):
             if not hit:
                 reasons[position] = f"acceptable_flagged:{rule.id}"
