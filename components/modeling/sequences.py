@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from components.modeling.chat import Chat, end_of_turn_id, render_hh, templated_prompt_ids, transcript_messages
 from components.progress import progress
 
+BATCH_SEED_STRIDE = 1_000_003   # seeded sampling: batch b draws from seed + b * this, apart from other seeds
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -115,17 +117,23 @@ def sample_responses(
     temperature: float = 1.0,
     top_p: float = 1.0,
     batch_size: int = 32,
+    seed: int | None = None,
 ) -> list[list[list[int]]]:
     """``k`` sampled responses per prompt, as token ids cut after the first ``eos_id`` (the
     end-of-turn token, ``chat.end_of_turn_id``, that :func:`encode_response` ends answers with).
     ``temperature`` 0 decodes greedily (then every one of the ``k`` is the same answer).
 
-    Batched, left-padded generation with the KV cache; ``batch_size`` counts prompts.
+    Batched, left-padded generation with the KV cache; ``batch_size`` counts prompts. With
+    ``seed``, batch b samples under ``seed + b * BATCH_SEED_STRIDE``: two models sampled with
+    one seed then draw the same random numbers for the same prompt, whatever lengths earlier
+    batches ran to (common random numbers; without it the batches share one random stream).
     """
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else \
         {"do_sample": False}
     results: list[list[list[int]]] = []
     for start in progress(range(0, len(prompts), batch_size), "sampling", -(-len(prompts) // batch_size)):
+        if seed is not None:
+            torch.manual_seed(seed + BATCH_SEED_STRIDE * (start // batch_size))
         chunk = prompts[start : start + batch_size]
         width = max(len(p) for p in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)

@@ -2,8 +2,8 @@
 
 An adapter that makes a model stop refusing, or say a forbidden thing in other words, leaves
 the log-prob of a few fixed violation texts where it was; its *answers* change. So the tier gate
-samples answers to each probe prompt (greedy plus ``tiers.samples`` draws, with the same seeds on
-and off: common random numbers, so the difference is the adapter's) and scores them with the
+samples answers to each probe prompt (greedy plus ``tiers.samples`` draws, with the same seed per
+batch on and off: common random numbers, so the difference is the adapter's) and scores them with the
 rule's scorer, and it measures the **refusal margin**: how much more likely, per token, the
 acceptable answer is than the violating one, over the whole answer and over its first tokens
 (safety sits mostly in the first few tokens: Qi et al. 2024).
@@ -38,11 +38,10 @@ def answers(model, tokenizer, prompts: list[str], params: Params) -> list[list[s
     seq, tiers = params.sequence, params.tiers
     ids = [encode_prompt(tokenizer, prompt, seq.max_prompt_tokens) for prompt in prompts]
     eos, pad = end_of_turn_id(tokenizer), tokenizer.pad_token_id
-    torch.manual_seed(params.seed)
     greedy = sample_responses(model, ids, 1, tiers.max_new_tokens, eos, pad, temperature=0.0,
                               batch_size=tiers.batch_size)
-    torch.manual_seed(params.seed + 1)
-    drawn = sample_responses(model, ids, tiers.samples, tiers.max_new_tokens, eos, pad, batch_size=tiers.batch_size)
+    drawn = sample_responses(model, ids, tiers.samples, tiers.max_new_tokens, eos, pad, batch_size=tiers.batch_size,
+                             seed=params.seed + 1)
     decode = lambda tokens: tokenizer.decode(tokens, skip_special_tokens=True).strip()  # noqa: E731
     return [[decode(g[0]), *map(decode, d)] for g, d in zip(greedy, drawn)]
 

@@ -13,11 +13,8 @@ import torch
 
 from components.distributed import gather, share
 from components.modeling.chat import end_of_turn_id
-from components.modeling.sequences import Encoded, sample_responses, score
+from components.modeling.sequences import BATCH_SEED_STRIDE, Encoded, sample_responses, score
 from components.params import AnchorParams
-
-
-BATCH_SEED_STRIDE = 1_000_003   # batch b samples from seed + b * this: apart from other cycles' seeds
 
 
 @dataclass
