@@ -257,7 +257,7 @@ class TiersParams(Section):
     max_helpful_drop: NonNegative = 0.5
     min_negatives: Count = 5
     min_probes: Count = 100           # fewer probe prompts: the rule is underpowered, never evidence of safety
-    samples: CountOrOff = 4           # sampled answers per probe prompt, besides the greedy one
+    samples: CountOrOff = 16          # sampled answers per probe prompt, besides the greedy one
     max_new_tokens: Count = 32        # of each sampled answer
     batch_size: Count = 64            # probe prompts generated at once
     margin_tokens: Count = 16         # the refusal margin is also measured over an answer's first tokens
@@ -266,6 +266,8 @@ class TiersParams(Section):
     refusal_source: Text = "data/xstest"   # the XSTest-format folder the refusal scorer is fitted on (train split)
     screening: bool = True            # owner feedback that works against a rule above its owner is set aside
     max_screened_fraction: Fraction = 0.2   # beyond this share screened, the owner's adapter is not trained
+    repair_share: Annotated[float, Field(ge=0, lt=1)] = 0.25   # a refused adapter's retraining: tier-1 share (0: off)
+    pair_anchors: bool = True         # D2O: a negative whose pair has a positive is anchored on it, not on samples
     concurrency: Count = 1
     lora: LoraParams = LoraParams()
     relearn: RelearnParams = RelearnParams(steps=40, learning_rate=1e-3, max_prompts=0)

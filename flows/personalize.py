@@ -91,18 +91,22 @@ def _retrain(plan, serving, base, policies, items, params, manifest: dict, why: 
     longer fits the base either, that one is tagged stale and stops serving."""
     with tempfile.TemporaryDirectory() as scratch:
         decision, figures, dirs = steps.train_and_gate(plan, base, policies, items, params, Path(scratch) / plan.owner)
-        note = f"{'PASSED' if decision.passed else 'FAILED'} tier gate on {decision.against} ({why})"
+        repaired = (f"; repaired: the first adapter failed {figures['refused_first_by']}, so it was retrained with "
+                    f"{figures['repair_rows']} tier-1 training rows (tiers.repair_share {params.tiers.repair_share})"
+                    if figures.get("repaired") else "")
+        note = f"{'PASSED' if decision.passed else 'FAILED'} tier gate on {decision.against} ({why}){repaired}"
         version = _register(plan, base, decision, figures, dirs, manifest, note)
     for check in decision.checks:
         get_run_logger().info("%s: %s", plan.owner, check)
+    after = " after repair" if repaired else ""
     if decision.passed:
         registry.promote(adapter_model_name(plan.owner), version, reason="; ".join(decision.checks))
-        return OwnerOutcome(plan.owner, plan.tier, f"v{version} promoted to champion")
+        return OwnerOutcome(plan.owner, plan.tier, f"v{version} promoted to champion{after}")
     stale = ""
     if serving is not None and serving.tags.get("base_version") != base.version:
         reason = f"failed its tier gate on base v{base.version}, and so did its retrained v{version}"
         stale = f"; v{mark_stale(plan.owner, reason)} tagged stale, no champion"
-    return OwnerOutcome(plan.owner, plan.tier, f"v{version} registered as challenger, gate FAILED{stale}",
+    return OwnerOutcome(plan.owner, plan.tier, f"v{version} registered as challenger, gate FAILED{after}{stale}",
                         ",".join(decision.failing))
 
 

@@ -34,7 +34,9 @@ def test_the_json_line_says_per_attack_whether_the_gate_refused_it(run, redteam)
     assert line["seeds"] == [0] and line["tag"] == "quick" and line["machine"]["cpu_count"] >= 1
     assert set(line["refused_on_seeds"]) == set(redteam.QUICK)
     assert set(line["accepted_on_seeds"]) == {*redteam.BENIGN, *redteam.QUICK}
-    assert set(line["targets"]) == {"every_attack_refused", "every_benign_accepted", "benign_cut_ge_80pct"}
+    assert set(line["targets"]) == {"every_attack_refused", "every_benign_accepted", "every_benign_accepted_after_repair",
+                                    "benign_cut_ge_80pct"}
+    assert set(line["serving_after_repair_on_seeds"]) == set(line["accepted_on_seeds"])
     alarms = line["benign_false_alarm_rate"]
     assert 0 < alarms["lines"] and 0 <= alarms["failed"] <= alarms["lines"]
     assert "| adapter | seed | gate |" in run["printed"]
@@ -55,6 +57,18 @@ def test_every_adapter_has_a_decision_its_lines_and_rates_with_intervals(run, re
         assert behaviour["held_out_prompts"] > 0 and behaviour["odds_cut"]["pairs"] > 0
         low, high = behaviour["odds_cut"]["ci"]
         assert low <= behaviour["odds_cut"]["cut"] <= high
+
+
+def test_an_adapter_refused_by_a_tier1_line_is_repaired_and_gated_again(run):
+    """The repair path as personalize takes it: retrained with tier-1 pairs, judged by the same
+    gate; an attack still counts as refused by its first gate."""
+    for name, t in run["seed"]["training"].items():
+        tier1 = any(f.startswith("tier1:") for f in t["gate_failing"])
+        assert ("repair" in t) == tier1, name
+        if tier1:
+            repair = t["repair"]
+            assert repair["repair_rows"] > 0 and repair["gate_checks"], name
+            assert repair["gate_passed"] == (not repair["gate_failing"]), name
 
 
 def test_screening_is_off_for_training_and_reported_beside_it(run):

@@ -8,11 +8,11 @@ import torch
 
 from components.data.records import NEGATIVE, POSITIVE, Record, pairs, to_frame
 from components.modeling.models import load_model, load_tokenizer
-from components.modeling.sequences import encode, score
+from components.modeling.sequences import Encoded, encode, encode_prompt, encode_response, score
 from components.params import AnchorParams, RelearnParams, load_params
 from components.training.anchors import sample_anchors
 from components.training.cycles import run_cycles
-from components.training.companions import fixed_companions, with_anchors
+from components.training.companions import fixed_companions, with_anchors, with_pair_anchors
 from components.training import relearn as relearn_module
 from components.training.losses import weighted_mean
 from components.training.relearn import RelearnCollator, RelearnExample, example_weights, relearn, with_weights
@@ -270,3 +270,22 @@ def test_weighting_agreement_changes_the_weights_the_trainer_sees(tiny_model_dir
     run_cycles(load_model(tiny_model_dir), tokenizer, train, dev, params, log=lambda _: None)
     expected = [1.0] * 6 if weighting == "none" else sorted(round(a, 6) for a in agreement.values())
     assert sorted(round(w, 6) for w in seen[:6]) == expected
+
+
+def test_a_negative_with_a_positive_in_its_pair_is_anchored_on_it_and_one_without_keeps_its_samples(
+        tiny_model_dir, tokenizer):
+    model = load_model(tiny_model_dir)
+    train = pd.DataFrame([{"id": "a", "pair_id": "p1", "label": NEGATIVE, "response": "6 is the answer. Hope this helps!"},
+                          {"id": "b", "pair_id": "p1", "label": POSITIVE, "response": "6 is the answer."},
+                          {"id": "c", "pair_id": None, "label": NEGATIVE, "response": "Go away."}])
+    negatives = train[train["label"] == NEGATIVE].reset_index(drop=True)
+    ids = encode_prompt(tokenizer, prompt("What is 2 plus 4?"), 16)
+    sampled = (Encoded(ids, [5, 6]), Encoded(ids, [7, 8]))
+    examples = [RelearnExample(Encoded(ids, encode_response(tokenizer, text, 16)), -3.0, sampled, (-1.0, -2.0), (True, False))
+                for text in negatives["response"]]
+    out = with_pair_anchors(examples, negatives, train, model, tokenizer, 16)
+    kept = encode_response(tokenizer, "6 is the answer.", 16)
+    assert [c.response_ids for c in out[0].companions] == [kept, kept] and out[0].companion_mask is None
+    expected, _ = score(model, [Encoded(ids, kept)], tokenizer.pad_token_id)
+    assert out[0].ref_companion_logps == (pytest.approx(float(expected[0])),) * 2   # the reference's own log-prob
+    assert out[1] == examples[1]   # no pair: D2O as ever, on the model's samples

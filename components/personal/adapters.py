@@ -17,6 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from components.params import Params
 from components.training.anchors import sample_anchors
+from components.training.companions import with_pair_anchors
 from components.training.negatives import encode_negatives, relearn_examples
 from components.training.relearn import relearn
 from components.training.step_log import StepLog
@@ -36,7 +37,8 @@ def train_adapter(parent, tokenizer, train: pd.DataFrame, params: Params, seed: 
                   step_log: StepLog | None = None) -> tuple[PeftModel, dict]:
     """A fresh LoRA adapter on ``parent`` (the model it will sit on; the adapter's layers are
     added to it in place), trained on the owner's ``train`` rows with ``tiers.relearn``; D2O's
-    anchors are sampled from ``parent``. The adapter's initial weights come from the global
+    anchors are sampled from ``parent``, or with ``tiers.pair_anchors`` are a negative's own
+    pair's positive where the owner gave one. The adapter's initial weights come from the global
     random state: seed before calling (``train_and_gate`` does), or two runs differ.
 
     Returns the PEFT model (adapter on; ``disable_adapter()`` gives ``parent`` back) and
@@ -51,6 +53,8 @@ def train_adapter(parent, tokenizer, train: pd.DataFrame, params: Params, seed: 
         anchors = sample_anchors(parent, parent, tokenizer, negatives.prompts, params.cycles.anchors, seed)
     examples = relearn_examples(negatives, settings, parent, tokenizer, train, seq, seed, anchors,
                                 params.cycles.anchors.drop_pattern)
+    if settings.objective == "d2o" and params.tiers.pair_anchors:
+        examples = with_pair_anchors(examples, negatives.rows, train, parent, tokenizer, seq.max_response_tokens)
     lora = params.tiers.lora
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, lora_dropout=0.0,
                         task_type="CAUSAL_LM")

@@ -1,5 +1,6 @@
-"""How one owner's adapter is made and judged: plan, train, gate, re-gate. No registry writes
-(the ``personalize`` flow decides when to register and promote).
+"""How one owner's adapter is made and judged: plan, train, gate (and repair once, if a tier-1
+rule refused it), re-gate. No registry writes (the ``personalize`` flow decides when to register
+and promote).
 
 An owner needs work when its feedback changed, the base model moved, or (for a user) its
 deployer's serving adapter changed; otherwise it is up to date. Each version records what it
@@ -17,11 +18,12 @@ import pandas as pd
 from transformers import set_seed
 
 from components import stages
-from components.data.records import POSITIVE
+from components.data.records import NEGATIVE, POSITIVE
 from components.modeling.models import load_model, load_tokenizer
 from components.params import Params
 from components.personal.adapters import compose, save_adapter, train_adapter
 from components.personal.probes import families
+from components.personal.safety_mix import safety_mix
 from components.personal.tier_gate import (TierDecision, behaviour_evidence, decide, paired_change, texts_to_score,
                                            undecided)
 from components.policy.policies import GLOBAL, Policies
@@ -152,11 +154,33 @@ def gate(model, tokenizer, plan: OwnerPlan, policies: Policies, items: pd.DataFr
 
 def train_and_gate(plan: OwnerPlan, base: Base, policies: Policies, items: pd.DataFrame, params: Params,
                    out_dir: Path) -> tuple[TierDecision, dict, list[Path]]:
-    """Train the owner's adapter on its train split, gate it, save it under ``out_dir``.
-    Returns the decision, training figures and the adapter folders in merge order."""
+    """Train the owner's adapter on its train split, gate it, save it under ``out_dir``; if a
+    tier-1 rule refused it, repair it once (``safety_mix.py``: retrained with
+    ``tiers.repair_share`` of tier-1 training rows, gated again). Returns the decision, training
+    figures and the adapter folders in merge order."""
+    train = plan.rows[plan.rows["split"] == "train"]
+    decision, figures, dirs = _train_once(plan, base, policies, items, params, out_dir, train)
+    mix = repair_rows(decision, train, policies, params)
+    if mix.empty:
+        return decision, figures, dirs
+    first = decision.failing
+    decision, figures, dirs = _train_once(plan, base, policies, items, params, out_dir, pd.concat([train, mix]))
+    return decision, {**figures, "repaired": True, "repair_rows": len(mix), "refused_first_by": ",".join(first)}, dirs
+
+
+def repair_rows(decision: TierDecision, train: pd.DataFrame, policies: Policies, params: Params) -> pd.DataFrame:
+    """The tier-1 rows a refused adapter is retrained with; empty when there is nothing to
+    repair (it passed, no tier-1 rule refused it, ``tiers.repair_share`` is 0)."""
+    if decision.passed or not any(name.startswith("tier1:") for name in decision.failing):
+        return pd.DataFrame()
+    negatives = int((train["label"] == NEGATIVE).sum())
+    return safety_mix(policies, params.data, negatives, params.tiers.repair_share, params.seed)
+
+
+def _train_once(plan: OwnerPlan, base: Base, policies: Policies, items: pd.DataFrame, params: Params, out_dir: Path,
+                train: pd.DataFrame) -> tuple[TierDecision, dict, list[Path]]:
     set_seed(params.seed)
     parent, tokenizer, parent_dirs = load_parent(plan, base, params)
-    train = plan.rows[plan.rows["split"] == "train"]
     model, figures = train_adapter(parent, tokenizer, train, params, params.seed)
     decision = gate(model, tokenizer, plan, policies, items, params, against_text(plan, base))
     save_adapter(model, out_dir)

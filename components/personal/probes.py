@@ -75,21 +75,27 @@ def family(rule: Rule, tier: str, data: DataParams) -> ProbeFamily:
 def probe_set_pairs(probe_set: ProbeSet, data: DataParams) -> pd.DataFrame:
     """Every held-out prompt of the set's group (``acceptable``/``violation`` empty where the
     prompt has no pair), its pairs' (chosen, rejected) as (acceptable, violation)."""
-    return _held_out(probe_set.source, probe_set.group, probe_set.split, data.model_dump_json()).copy()
-
-
-@lru_cache(maxsize=8)
-def _held_out(source: str, group: str, split: str, data_json: str) -> pd.DataFrame:
-    data = DataParams.model_validate_json(data_json)
-    judgements = assign_splits(to_frame(read_source(source).records), data)
-    items, _ = aggregate(judgements, data.aggregation)
-    held = items[(items["group"] == group) & (items["split"] == split)]
+    held = probe_set_items(probe_set, probe_set.split, data)
     if held.empty:
-        raise ProbeError(f"{source}: no {split}-split prompts of group {group!r} (probe_set of a rule in "
-                         "policies.yaml); check the group name and data.source_splits")
+        raise ProbeError(f"{probe_set.source}: no {probe_set.split}-split prompts of group {probe_set.group!r} "
+                         "(probe_set of a rule in policies.yaml); check the group name and data.source_splits")
     paired = pairs(held).rename(columns={"chosen": "acceptable", "rejected": "violation"})[PAIR_COLUMNS]
     unpaired = pd.DataFrame({"prompt": sorted(set(held["prompt"]) - set(paired["prompt"]))})
     return pd.concat([paired, unpaired], ignore_index=True).reindex(columns=PAIR_COLUMNS)
+
+
+def probe_set_items(probe_set: ProbeSet, split: str, data: DataParams) -> pd.DataFrame:
+    """The set's group in ``split``, as items: its source read, split and aggregated as ingest
+    does (``data.*``), so the held-out split is exactly the one ingest holds out."""
+    items = _source_items(probe_set.source, data.model_dump_json())
+    return items[(items["group"] == probe_set.group) & (items["split"] == split)].copy()
+
+
+@lru_cache(maxsize=4)
+def _source_items(source: str, data_json: str) -> pd.DataFrame:
+    data = DataParams.model_validate_json(data_json)
+    items, _ = aggregate(assign_splits(to_frame(read_source(source).records), data), data.aggregation)
+    return items
 
 
 def read_probe_file(path: Path) -> pd.DataFrame:
@@ -115,11 +121,15 @@ def families(rules: tuple[Rule, ...], rule_tiers: dict[str, str], data: DataPara
     return [family(rule, rule_tiers[rule.id], data) for rule in rules]
 
 
+def probe_prompt_ids(policies: Policies, data: DataParams) -> set[str]:
+    """The content id of every probe prompt of every rule, any tier."""
+    rules = [*policies.global_.rules, *(rule for tier in policies.deployers.values() for rule in tier.rules)]
+    return {content_id(prompt) for rule in rules for prompt in family(rule, "", data).prompts}
+
+
 def hold_out(judgements: pd.DataFrame, policies: Policies, data: DataParams) -> tuple[pd.DataFrame, int]:
     """``judgements`` with every row whose prompt is a probe of any rule (any tier) in the test
     split, whatever its source and owner: no probe ever trains the base or an adapter. Returns
     the rows and how many were moved there."""
-    rules = [*policies.global_.rules, *(rule for tier in policies.deployers.values() for rule in tier.rules)]
-    probe_ids = {content_id(prompt) for rule in rules for prompt in family(rule, "", data).prompts}
-    moved = judgements["prompt_id"].isin(probe_ids) & (judgements["split"] != "test")
+    moved = judgements["prompt_id"].isin(probe_prompt_ids(policies, data)) & (judgements["split"] != "test")
     return judgements.assign(split=judgements["split"].where(~moved, "test")), int(moved.sum())

@@ -1,6 +1,7 @@
 """What each negative is trained *with*, per objective, with its reference log-probs.
 
-D2O's anchors are the model's own samples (``anchors.py``); DPO's companion is the paired
+D2O's anchors are the model's own samples (``anchors.py``), or for a personal adapter the
+negative's own pair's positive where there is one (``with_pair_anchors``); DPO's companion is the paired
 chosen response; KTO's is a mismatched (prompt, response) pair from the same data, whose
 policy-minus-reference log-prob estimates the KL term z0; Stable Alignment's are the other rated
 responses to the same prompt. Reference log-probs are computed here once, so training never runs
@@ -10,6 +11,7 @@ the reference.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,30 @@ def with_anchors(negatives: list[Encoded], ref_neg, anchors: AnchorSet, tokenize
         examples.append(RelearnExample(negative, float(ref), tuple(Encoded(negative.prompt_ids, a) for a in group),
                                        tuple(float(x) for x in ref_group), mask))
     return examples
+
+
+def with_pair_anchors(examples: list[RelearnExample], negative_rows: pd.DataFrame, train: pd.DataFrame, reference,
+                      tokenizer, max_response_tokens: int) -> list[RelearnExample]:
+    """D2O examples whose negative has a positive in its pair (``train``), anchored on that
+    positive instead of the model's own samples, as wide as before; the rest unchanged. Where
+    someone said what the right answer is, D2O need not guess it from the model: its samples
+    share the negative's content (the answer the owner kept, only its sign-off flagged) and, on
+    a model that over-refuses, its refusals."""
+    chosen = train[train["label"] == POSITIVE].dropna(subset=["pair_id"]).sort_values("id")
+    chosen = chosen.drop_duplicates("pair_id").set_index("pair_id")["response"]
+    where = [i for i, pair in enumerate(negative_rows["pair_id"]) if pair in chosen.index]
+    if not where:
+        return examples
+    anchors = [Encoded(examples[i].negative.prompt_ids,
+                       encode_response(tokenizer, chosen[negative_rows["pair_id"].iloc[i]], max_response_tokens))
+               for i in where]
+    ref, _ = score(reference, anchors, tokenizer.pad_token_id)
+    out = list(examples)
+    for i, anchor, logp in zip(where, anchors, ref.tolist()):
+        width = len(examples[i].companions)
+        out[i] = replace(examples[i], companions=(anchor,) * width, ref_companion_logps=(logp,) * width,
+                         companion_mask=None)
+    return out
 
 
 def with_chosen(negatives: list[Encoded], ref_neg, negative_rows: pd.DataFrame, train: pd.DataFrame,
