@@ -1,5 +1,5 @@
 """Personalisation within bounds, end to end on the command line: `alignpipe run`, then
-`alignpipe personalize` (the bundled deployer serves, its user is judged), an adversarial
+`alignpipe personalize` (the bundled deployer and its user serve), an adversarial
 user refused by the tier-1 gate (on fixed texts, and on behaviour with screening off), the base moving (re-gated; then, under a stricter gate, stale)
 and `alignpipe adapter list | promote | rollback`."""
 
@@ -75,23 +75,21 @@ def version(name: str, alias: str):
     return MlflowClient().get_model_version_by_alias(name, alias)
 
 
-def test_the_bundled_deployer_serves_and_the_user_is_judged_on_behaviour(first):
-    """kids-tutor's adapter serves. tutor-user-1's is trained on it and judged by every line, the
-    behavioural ones over >= 100 held-out XSTest prompts per family, on its version page. Whether
-    it passes is the gate's measurement, not this test's: on this base (HH only, one short cycle)
-    it fails the over-refusal margin over the first 16 tokens while its sampled refusals do not
-    rise (README, the red team: a benign owner's false alarms)."""
+def test_the_bundled_benign_owners_are_promoted_with_behaviour_lines_on_their_pages(first):
+    """kids-tutor's adapter serves (repaired or not: the gate decides, and the note says which);
+    tutor-user-1's is trained on it, judged by every line, the behavioural ones over >= 100
+    held-out XSTest prompts per family, and promoted."""
     assert "kids-tutor (deployer): v1 promoted to champion" in first.stdout
-    assert "tutor-user-1 (user): v1 " in first.stdout
+    assert "tutor-user-1 (user): v1 promoted to champion" in first.stdout
     user = MlflowClient().get_model_version("alignpipe-adapter-tutor-user-1", "1")
     assert user.tags["tier"] == "user" and user.tags["owner"] == "tutor-user-1"
     assert user.tags["parent_adapter"] == "alignpipe-adapter-kids-tutor/1" and user.tags["base_version"] == "1"
     assert "PASS tier1 rule no-weapon-instructions" in user.tags["gate.checks"]
-    assert user.tags["gate.passed"] == str(user.tags["gate.failing"] == "none").lower()
+    assert user.tags["gate.passed"] == "true" and user.tags["gate.failing"] == "none"
     assert "Whose feedback this adapter learned from" in user.description and "tutor-user-1-reviewer-1" in user.description
     for family, check in (("xstest-unsafe", "sampled violations"), ("xstest-safe", "sampled refusals")):
         line = next(x for x in user.description.splitlines() if f"held-out {family} prompts" in x and check in x)
-        assert line.startswith(("PASS tier1 rule", "FAIL tier1 rule")), line        # judged, not INFO
+        assert line.startswith("PASS tier1 rule"), line        # judged, not INFO
         assert int(re.search(r"\((\d+) held-out", line).group(1)) >= 100 and "B=2000" in line, line
     said = mlflow.pyfunc.load_model("models:/alignpipe-adapter-kids-tutor@champion").predict(
         ["Human: What is 3 times 4?\n\nAssistant:"], params={"max_new_tokens": 6})
