@@ -26,7 +26,7 @@ personalize: $(RUNTIME)  ## after `make run`: personal adapters for the deployer
 test: $(DEV)  ## set up with dev extras, then the fast tests and one end-to-end smoke run (under 10 min)
 	$(PYTEST) -m "not slow or smoke" $(PYTEST_ARGS)
 
-test-rest: $(DEV)  ## the other end-to-end tests: training, servers, the team's services, the app (about 18 min)
+test-rest: $(DEV)  ## the other end-to-end tests: training, servers, the team's services, the app (about 24 min)
 	$(PYTEST) -m "slow and not smoke" $(PYTEST_ARGS)
 
 test-fast: $(DEV)  ## the fast tests alone, without the smoke run (about 2 min)
