@@ -30,8 +30,8 @@ from components.training.negatives import balanced_sample
 
 def safety_mix(policies: Policies, data: DataParams, owner_negatives: int, share: float, seed: int) -> pd.DataFrame:
     """Tier-1 training pairs (violating answer, acceptable answer) to make ``share`` of the mixed
-    training negatives, split alike over the probe-set groups (seeded). Empty
-    when ``share`` is 0 or tier 1 has no probe set to draw from."""
+    training negatives, split alike over the probe-set groups (seeded). Empty when ``share`` is 0
+    or tier 1 has no probe set to draw from."""
     sets = [rule.probe_set for rule in policies.global_.rules if rule.probe_set]
     if share <= 0 or not sets or owner_negatives == 0:
         return pd.DataFrame()
@@ -45,4 +45,3 @@ def safety_mix(policies: Policies, data: DataParams, owner_negatives: int, share
     chosen = balanced_sample(negatives, wanted, seed, by="group")
     pairs = pd.concat([chosen, acceptable[acceptable["pair_id"].isin(set(chosen["pair_id"]))]])
     return pairs.sort_values("id").reset_index(drop=True)
-

@@ -1,8 +1,8 @@
 """What each negative is trained *with*, per objective, with its reference log-probs.
 
 D2O's anchors are the model's own samples (``anchors.py``), or for a personal adapter the
-negative's own pair's positive where there is one (``with_pair_anchors``); DPO's companion is the paired
-chosen response; KTO's is a mismatched (prompt, response) pair from the same data, whose
+negative's own pair's positive where there is one (``with_pair_anchors``); DPO's companion is
+the paired chosen response; KTO's is a mismatched (prompt, response) pair from the same data, whose
 policy-minus-reference log-prob estimates the KL term z0; Stable Alignment's are the other rated
 responses to the same prompt. Reference log-probs are computed here once, so training never runs
 the reference.
